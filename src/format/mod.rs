@@ -1,0 +1,1 @@
+//! The object format (to be written).

@@ -1,0 +1,1 @@
+//! The manifest (to be written).
