@@ -137,6 +137,11 @@ impl<V: CachedBatch> LogCache<V> {
         self.durable = upto_seq;
     }
 
+    /// The sequence number the next insert gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The durable watermark.
     pub fn durable_seq(&self) -> u64 {
         self.durable
@@ -189,6 +194,11 @@ impl<V: CachedBatch> LogCache<V> {
         self.evict_over_capacity();
     }
 
+    /// The sealed watermark: everything below it was handed to an upload.
+    pub fn sealed_seq(&self) -> u64 {
+        self.sealed
+    }
+
     /// The committed watermark.
     pub fn committed_seq(&self) -> u64 {
         self.committed
@@ -213,8 +223,9 @@ impl<V: CachedBatch> LogCache<V> {
 
     /// The cached values of `stream` from the one holding `start` onwards, stopping before
     /// `end` and once `max_bytes` are collected (at least one value is returned when any
-    /// overlaps). Returns `None` when the cache does not hold `start` (a miss: read objects).
-    pub fn read(&self, stream: u64, start: u64, end: u64, max_bytes: u64) -> Option<Vec<V>> {
+    /// overlaps), as `(base offset, value)`. Returns `None` when the cache does not hold
+    /// `start` (a miss: read objects).
+    pub fn read(&self, stream: u64, start: u64, end: u64, max_bytes: u64) -> Option<Vec<(u64, V)>> {
         let entries = self.streams.get(&stream)?;
         let first = entries.front()?;
         if first.base_offset > start {
@@ -229,7 +240,7 @@ impl<V: CachedBatch> LogCache<V> {
                 break;
             }
             bytes += e.value.weight();
-            out.push(e.value.clone());
+            out.push((e.base_offset, e.value.clone()));
         }
         Some(out)
     }
@@ -312,9 +323,16 @@ mod tests {
         c.insert(1, 0, B(2, 10));
         c.insert(1, 2, B(3, 10));
         c.insert(1, 5, B(1, 10));
-        assert_eq!(c.read(1, 3, 100, 1000), Some(vec![B(3, 10), B(1, 10)]));
-        assert_eq!(c.read(1, 0, 2, 1000), Some(vec![B(2, 10)]));
-        assert_eq!(c.read(1, 0, 100, 5), Some(vec![B(2, 10)]), "at least one");
+        assert_eq!(
+            c.read(1, 3, 100, 1000),
+            Some(vec![(2, B(3, 10)), (5, B(1, 10))])
+        );
+        assert_eq!(c.read(1, 0, 2, 1000), Some(vec![(0, B(2, 10))]));
+        assert_eq!(
+            c.read(1, 0, 100, 5),
+            Some(vec![(0, B(2, 10))]),
+            "at least one"
+        );
         assert_eq!(c.read(2, 0, 100, 5), None);
     }
 
@@ -333,7 +351,17 @@ mod tests {
         assert_eq!(c.usage().pending_bytes, 0);
         c.mark_durable(3);
         let s = c.seal();
-        assert_eq!(s.streams, vec![(1, vec![CacheEntry { base_offset: 1, seq: 2, value: B(1, 30) }])]);
+        assert_eq!(
+            s.streams,
+            vec![(
+                1,
+                vec![CacheEntry {
+                    base_offset: 1,
+                    seq: 2,
+                    value: B(1, 30)
+                }]
+            )]
+        );
     }
 
     #[test]
@@ -345,9 +373,17 @@ mod tests {
         c.mark_durable(5);
         c.seal();
         c.mark_committed(0);
-        assert_eq!(c.usage().total_bytes, 50, "over capacity but nothing committed");
+        assert_eq!(
+            c.usage().total_bytes,
+            50,
+            "over capacity but nothing committed"
+        );
         c.mark_committed(3);
-        assert_eq!(c.usage().total_bytes, 20, "evicts committed entries until it fits");
+        assert_eq!(
+            c.usage().total_bytes,
+            20,
+            "evicts committed entries until it fits"
+        );
         assert_eq!(c.first_offset(1), Some(3));
         assert_eq!(c.read(1, 0, 10, 100), None, "evicted offsets are a miss");
         assert_eq!(c.usage().unflushed_bytes, 20);
