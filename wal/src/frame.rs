@@ -177,6 +177,41 @@ impl Frame<'_> {
     }
 }
 
+/// A header's fields as stored, before any check. Recovery uses it to skip cheaply over bytes
+/// that cannot be a frame at their place before paying for a crc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawHeader {
+    /// The magic number.
+    pub magic: u32,
+    /// The stored crc32c.
+    pub crc: u32,
+    /// The claimed position.
+    pub position: u64,
+    /// The claimed body length.
+    pub length: u32,
+    /// The claimed batch delta.
+    pub batch_delta: u32,
+}
+
+impl RawHeader {
+    /// Reads the header at the start of `buf`; `None` if fewer than [`HEADER_LEN`] bytes.
+    pub fn read(buf: &[u8]) -> Option<RawHeader> {
+        let header = buf.get(..HEADER_LEN)?;
+        Some(RawHeader {
+            magic: read_u32(header, MAGIC_AT),
+            crc: read_u32(header, CRC_AT),
+            position: read_u64(header, POSITION_AT),
+            length: read_u32(header, LENGTH_AT),
+            batch_delta: read_u32(header, BATCH_DELTA_AT),
+        })
+    }
+
+    /// The start of the claimed write batch, if the delta does not reach below zero.
+    pub fn batch_start(&self) -> Option<u64> {
+        self.position.checked_sub(u64::from(self.batch_delta))
+    }
+}
+
 /// What the bytes at a position hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
@@ -237,7 +272,7 @@ pub fn encode(
 /// `expected_position`, and an error saying what is wrong otherwise. Never panics and never
 /// allocates, whatever the bytes.
 pub fn decode(buf: &[u8], expected_position: u64) -> Result<Decoded<'_>, FrameError> {
-    let Some(header) = buf.get(..HEADER_LEN) else {
+    let Some(header) = RawHeader::read(buf) else {
         return if buf.iter().all(|&b| b == 0) {
             Ok(Decoded::End)
         } else {
@@ -246,18 +281,20 @@ pub fn decode(buf: &[u8], expected_position: u64) -> Result<Decoded<'_>, FrameEr
             })
         };
     };
-    let magic = read_u32(header, MAGIC_AT);
-    if magic != FRAME_MAGIC {
-        return if magic == 0 && header.iter().all(|&b| b == 0) {
+    if header.magic != FRAME_MAGIC {
+        return if buf[..HEADER_LEN].iter().all(|&b| b == 0) {
             Ok(Decoded::End)
         } else {
-            Err(FrameError::BadMagic { found: magic })
+            Err(FrameError::BadMagic {
+                found: header.magic,
+            })
         };
     }
-    let length = read_u32(header, LENGTH_AT);
-    let body_len = length as usize;
+    let body_len = header.length as usize;
     if body_len > MAX_BODY_LEN {
-        return Err(FrameError::TooLong { length });
+        return Err(FrameError::TooLong {
+            length: header.length,
+        });
     }
     let total = frame_len(body_len);
     if total > buf.len() {
@@ -267,20 +304,21 @@ pub fn decode(buf: &[u8], expected_position: u64) -> Result<Decoded<'_>, FrameEr
         });
     }
     let body = &buf[HEADER_LEN..HEADER_LEN + body_len];
-    let stored = read_u32(header, CRC_AT);
-    let computed = checksum(&header[POSITION_AT..], body);
-    if stored != computed {
-        return Err(FrameError::BadCrc { stored, computed });
+    let computed = checksum(&buf[POSITION_AT..HEADER_LEN], body);
+    if header.crc != computed {
+        return Err(FrameError::BadCrc {
+            stored: header.crc,
+            computed,
+        });
     }
-    let position = read_u64(header, POSITION_AT);
+    let (position, batch_delta) = (header.position, header.batch_delta);
     if position != expected_position {
         return Err(FrameError::WrongPosition {
             expected: expected_position,
             found: position,
         });
     }
-    let batch_delta = read_u32(header, BATCH_DELTA_AT);
-    if u64::from(batch_delta) > position {
+    if header.batch_start().is_none() {
         return Err(FrameError::BadBatchDelta {
             position,
             batch_delta,

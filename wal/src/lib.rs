@@ -20,7 +20,10 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+pub mod file;
 pub mod frame;
+
+pub use file::{FileWal, FileWalOptions};
 
 /// A logical position in a WAL: the byte offset of a record's frame in the log's own address
 /// space, which only grows (segments and ring laps do not reset it).

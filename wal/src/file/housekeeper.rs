@@ -1,0 +1,202 @@
+//! The housekeeper thread: prepares the next segment and deletes trimmed ones.
+//!
+//! # Spares
+//!
+//! There is always one spare wanted or ready: a file of the new-segment size, full of zeros
+//! and synced with its metadata, under a temporary name (`spare-N.wal.tmp`). The writer takes
+//! it at rollover ([`take_spare`]), renames it to the segment's name and syncs the directory;
+//! taking it asks for the next one. Zeros are written a chunk at a time, and deletions are
+//! served between chunks, so a trim never waits for a whole segment to be filled.
+//!
+//! If preparing a spare fails, the error is handed to the writer at its next rollover, which
+//! latches it.
+//!
+//! # Deletions
+//!
+//! [`delete`] queues the files of trimmed segments (already removed from the live list by
+//! `trim`); the housekeeper unlinks them, syncs the directory and resolves the trim. A failed
+//! directory sync latches the WAL.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io;
+use std::path::PathBuf;
+
+use tokio::sync::oneshot;
+
+use super::segment::{self, ZeroFill};
+use super::{err_stopped, Shared};
+use crate::{WalError, WalResult};
+
+/// Work for the housekeeper, under `Shared::chores`.
+pub(super) struct Chores {
+    spare: Spare,
+    /// The number of the next spare file.
+    next_spare: u64,
+    deletions: VecDeque<Deletion>,
+    stopping: bool,
+}
+
+impl Chores {
+    /// No work yet but a spare wanted; spare files are numbered from `next_spare`.
+    pub fn new(next_spare: u64) -> Self {
+        Chores {
+            spare: Spare::Wanted,
+            next_spare,
+            deletions: VecDeque::new(),
+            stopping: false,
+        }
+    }
+}
+
+enum Spare {
+    /// Being prepared, or about to be.
+    Wanted,
+    /// Zero-filled and synced: the file and its temporary path.
+    Ready(File, PathBuf),
+    /// Preparing it failed.
+    Failed(WalError),
+}
+
+struct Deletion {
+    paths: Vec<PathBuf>,
+    done: oneshot::Sender<WalResult<()>>,
+}
+
+enum Job {
+    Delete(Deletion),
+    /// Write the next chunk of the spare, creating its file numbered so if given.
+    Fill(Option<u64>),
+    Stop,
+}
+
+/// The housekeeper's loop; returns after [`stop`].
+pub(super) fn run(shared: &Shared) {
+    let mut filling: Option<ZeroFill> = None;
+    loop {
+        let job = {
+            let mut chores = shared.chores.lock();
+            loop {
+                if let Some(deletion) = chores.deletions.pop_front() {
+                    break Job::Delete(deletion);
+                }
+                if chores.stopping {
+                    break Job::Stop;
+                }
+                if matches!(chores.spare, Spare::Wanted) {
+                    if filling.is_some() {
+                        break Job::Fill(None);
+                    }
+                    chores.next_spare += 1;
+                    break Job::Fill(Some(chores.next_spare - 1));
+                }
+                shared.chores_changed.wait(&mut chores);
+            }
+        };
+        match job {
+            Job::Delete(deletion) => {
+                let result = remove(shared, &deletion.paths);
+                let _ = deletion.done.send(result);
+            }
+            Job::Fill(new) => {
+                if let Some(n) = new {
+                    let path = segment::spare_path(&shared.dir, n);
+                    match ZeroFill::create(path.clone(), shared.segment_bytes) {
+                        Ok(fill) => filling = Some(fill),
+                        Err(e) => offer(shared, Err(spare_failed(&path, e))),
+                    }
+                    continue;
+                }
+                if let Some(mut fill) = filling.take() {
+                    match fill.step() {
+                        Ok(false) => filling = Some(fill),
+                        Ok(true) => {
+                            let path = fill.path().to_path_buf();
+                            offer(shared, fill.finish().map_err(|e| spare_failed(&path, e)));
+                        }
+                        Err(e) => {
+                            let _ = fs::remove_file(fill.path());
+                            offer(shared, Err(spare_failed(fill.path(), e)));
+                        }
+                    }
+                }
+            }
+            Job::Stop => {
+                if let Some(fill) = filling.take() {
+                    let _ = fs::remove_file(fill.path());
+                }
+                let spare = std::mem::replace(&mut shared.chores.lock().spare, Spare::Wanted);
+                if let Spare::Ready(_, path) = spare {
+                    let _ = fs::remove_file(path);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Publishes a prepared spare, or the error that prevented it.
+fn offer(shared: &Shared, spare: WalResult<(File, PathBuf)>) {
+    shared.chores.lock().spare = match spare {
+        Ok((file, path)) => Spare::Ready(file, path),
+        Err(err) => Spare::Failed(err),
+    };
+    shared.chores_changed.notify_all();
+}
+
+fn spare_failed(path: &std::path::Path, err: io::Error) -> WalError {
+    WalError::failed(format!("prepare segment file {}", path.display()), err)
+}
+
+/// Unlinks trimmed segments and syncs the directory.
+fn remove(shared: &Shared, paths: &[PathBuf]) -> WalResult<()> {
+    for path in paths {
+        match fs::remove_file(path) {
+            Ok(()) => tracing::debug!(segment = %path.display(), "file WAL segment deleted"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(WalError::failed(format!("delete {}", path.display()), e)),
+        }
+    }
+    shared.sync_dir().inspect_err(|e| shared.latch(e.clone()))
+}
+
+/// Takes the prepared spare, waiting for it if needed, and asks for the next one. Called by
+/// the writer at rollover.
+pub(super) fn take_spare(shared: &Shared) -> WalResult<(File, PathBuf)> {
+    let mut chores = shared.chores.lock();
+    loop {
+        match std::mem::replace(&mut chores.spare, Spare::Wanted) {
+            Spare::Ready(file, path) => {
+                drop(chores);
+                shared.chores_changed.notify_all();
+                return Ok((file, path));
+            }
+            Spare::Failed(err) => {
+                drop(chores);
+                shared.chores_changed.notify_all();
+                return Err(err);
+            }
+            Spare::Wanted if chores.stopping => return Err(err_stopped()),
+            Spare::Wanted => shared.chores_changed.wait(&mut chores),
+        }
+    }
+}
+
+/// Queues the deletion of `paths`; the receiver resolves once they are gone and the directory
+/// is synced.
+pub(super) fn delete(shared: &Shared, paths: Vec<PathBuf>) -> oneshot::Receiver<WalResult<()>> {
+    let (done, rx) = oneshot::channel();
+    shared
+        .chores
+        .lock()
+        .deletions
+        .push_back(Deletion { paths, done });
+    shared.chores_changed.notify_all();
+    rx
+}
+
+/// Asks the housekeeper to finish the deletions queued and stop.
+pub(super) fn stop(shared: &Shared) {
+    shared.chores.lock().stopping = true;
+    shared.chores_changed.notify_all();
+}
