@@ -1,0 +1,335 @@
+//! [`ObjectStoreMetaStore`]: the manifest log kept on an object store.
+//!
+//! # Protocol
+//!
+//! 1. **Open.** LIST the checkpoints, sort their numbers, and load the newest that decodes (or
+//!    start from the empty state). Then GET records `seq + 1`, `seq + 2`, … until one is not
+//!    found: that is the tail. This is the only LIST.
+//! 2. **Commit.** Under a process-wide async mutex: apply the change to a copy of the cached
+//!    state (which validates it), then create record `seq + 1` with `PutMode::Create`.
+//!    - Created: the commit is durable; the copy becomes the cached state.
+//!    - Already exists: read that record back. If it carries this writer's token and this very
+//!      change, it is our own earlier attempt (the object store may retry a PUT whose first
+//!      attempt succeeded, and then reports "already exists"): the commit succeeded. Otherwise
+//!      another writer won the number: apply its record, read forward to the new tail,
+//!      validate the change again against the new state and try the next number. After
+//!      [`MAX_COMMIT_ATTEMPTS`] lost races the commit fails with a `Conflict`.
+//!    - A change the state already reflects ([`Outcome::AlreadyApplied`]) writes nothing.
+//! 3. **Checkpoint.** The committer of every `checkpoint_every`-th record writes a checkpoint
+//!    of the state as of that record. A failed checkpoint write is logged, not returned.
+//! 4. **Refresh.** Read forward from the cached state. When the next record is missing, probe
+//!    the checkpoint at the next multiple of `checkpoint_every`: if it exists, the log moved on
+//!    and the records this reader needed were removed after a newer checkpoint, so it reloads
+//!    from the newest checkpoint.
+//!
+//! A record that fails to decode, or does not apply to the state it follows, is a corruption
+//! error naming its key; it is never skipped.
+//!
+//! Removing log records older than a checkpoint is not done here yet. Whatever removes them
+//! must leave a checkpoint at every multiple of `checkpoint_every` it removes records below (so
+//! the probe in step 4 finds it) and must wait longer than any writer can go without reading
+//! the log, since a create of a removed number would succeed.
+
+use std::fmt;
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+
+use super::change::{Change, Outcome};
+use super::checkpoint::{checkpoint_exists, list_checkpoints, read_checkpoint, write_checkpoint};
+use super::paths::ManifestPaths;
+use super::record::{decode_record, encode_record, Record, WriterToken};
+use super::state::ManifestState;
+use super::{Committed, MetaStore};
+use crate::error::{Error, ErrorDetail, ErrorKind, Result};
+
+/// How many times one commit may lose the race for the next sequence number before it fails.
+pub const MAX_COMMIT_ATTEMPTS: usize = 100;
+
+/// The manifest log on an object store, under `{prefix}/manifest/` and
+/// `{prefix}/manifest-checkpoint/`.
+///
+/// Several processes may each hold one on the same prefix; conditional creates order their
+/// commits. Within a process, commits are serialized.
+pub struct ObjectStoreMetaStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    paths: ManifestPaths,
+    writer: WriterToken,
+    checkpoint_every: u64,
+    /// Held across a whole commit or refresh, so that at most one of them talks to the log.
+    commit_lock: tokio::sync::Mutex<()>,
+    /// The latest state known; replaced (never mutated) under `commit_lock`.
+    cached: parking_lot::Mutex<Arc<ManifestState>>,
+}
+
+impl fmt::Debug for ObjectStoreMetaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStoreMetaStore")
+            .field("store", &self.store.to_string())
+            .field("prefix", &self.prefix.as_ref())
+            .field("writer", &self.writer.to_string())
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("seq", &self.cached.lock().seq())
+            .finish()
+    }
+}
+
+impl ObjectStoreMetaStore {
+    /// Opens the manifest under `prefix`, loading the newest checkpoint and the records after
+    /// it. `writer` marks this store's records (derive it from the node's random source);
+    /// `checkpoint_every` is how many records lie between checkpoints (0: never write one).
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        writer: WriterToken,
+        checkpoint_every: u64,
+    ) -> Result<Self> {
+        let paths = ManifestPaths::new(&prefix);
+        let meta = ObjectStoreMetaStore {
+            store,
+            prefix,
+            paths,
+            writer,
+            checkpoint_every,
+            commit_lock: tokio::sync::Mutex::new(()),
+            cached: parking_lot::Mutex::new(Arc::new(ManifestState::new())),
+        };
+        let state = meta.load_newest().await?;
+        tracing::debug!(prefix = %meta.prefix, seq = state.seq(), "opened the manifest");
+        *meta.cached.lock() = Arc::new(state);
+        Ok(meta)
+    }
+
+    /// This store's writer token.
+    pub fn writer(&self) -> WriterToken {
+        self.writer
+    }
+
+    /// The prefix the manifest lives under.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    fn cached(&self) -> Arc<ManifestState> {
+        Arc::clone(&self.cached.lock())
+    }
+
+    fn publish(&self, state: Arc<ManifestState>) {
+        let mut cached = self.cached.lock();
+        if state.seq() >= cached.seq() {
+            *cached = state;
+        }
+    }
+
+    /// The newest checkpoint that decodes plus every record after it.
+    async fn load_newest(&self) -> Result<ManifestState> {
+        let seqs = list_checkpoints(self.store.as_ref(), &self.paths).await?;
+        let mut state = ManifestState::new();
+        let mut newest_bad: Option<(u64, Error)> = None;
+        for &seq in seqs.iter().rev() {
+            match read_checkpoint(self.store.as_ref(), &self.paths, seq).await {
+                Ok(Some(loaded)) => {
+                    state = loaded;
+                    break;
+                }
+                Ok(None) => continue,
+                Err(e) if e.kind() == ErrorKind::Corruption => {
+                    tracing::warn!(error = %e, "skipping a corrupt manifest checkpoint; the log after an older one holds the same state");
+                    newest_bad.get_or_insert((seq, e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.read_forward(&mut state).await?;
+        match newest_bad {
+            // Without that checkpoint the log cannot reach the state it held.
+            Some((seq, e)) if state.seq() < seq => Err(e),
+            _ => Ok(state),
+        }
+    }
+
+    /// Reads record `seq`; `None` when it does not exist.
+    async fn read_record(&self, seq: u64) -> Result<Option<Record>> {
+        let key = self.paths.record(seq);
+        let bytes = match self.store.get(&key).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        };
+        match bytes {
+            Ok(bytes) => decode_record(key.as_ref(), seq, &bytes).map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::object_store("get", &key, e)),
+        }
+    }
+
+    /// Applies record `record` (number `state.seq() + 1`) to `state`. A record that does not
+    /// apply is corruption of the log.
+    fn apply_record(&self, state: &mut ManifestState, record: &Record) -> Result<()> {
+        state.apply(&record.change).map_err(|e| {
+            Error::corruption(
+                self.paths.record(record.seq).as_ref(),
+                format!(
+                    "record does not apply to the state as of {}: {e}",
+                    state.seq()
+                ),
+            )
+        })?;
+        state.seq = record.seq;
+        Ok(())
+    }
+
+    /// Applies every record after `state.seq()` up to the tail.
+    async fn read_forward(&self, state: &mut ManifestState) -> Result<()> {
+        while let Some(record) = self.read_record(state.seq() + 1).await? {
+            self.apply_record(state, &record)?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Self::read_forward`], but copies `base` only when there is something to apply.
+    async fn advance(&self, base: Arc<ManifestState>) -> Result<Arc<ManifestState>> {
+        let Some(record) = self.read_record(base.seq() + 1).await? else {
+            return Ok(base);
+        };
+        let mut state = (*base).clone();
+        self.apply_record(&mut state, &record)?;
+        self.read_forward(&mut state).await?;
+        Ok(Arc::new(state))
+    }
+
+    /// True when a checkpoint past `seq` exists although record `seq + 1` does not: the records
+    /// after `seq` were removed behind a newer checkpoint.
+    async fn fell_behind_a_checkpoint(&self, seq: u64) -> Result<bool> {
+        if self.checkpoint_every == 0 {
+            return Ok(false);
+        }
+        let boundary = (seq / self.checkpoint_every)
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(self.checkpoint_every));
+        match boundary {
+            Some(boundary) => checkpoint_exists(self.store.as_ref(), &self.paths, boundary).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Reloads from the newest checkpoint, which must be past `seq`.
+    async fn restart_past(&self, seq: u64) -> Result<Arc<ManifestState>> {
+        tracing::info!(
+            seq,
+            "manifest records after the cached state were removed; reloading from the newest checkpoint"
+        );
+        let state = self.load_newest().await?;
+        if state.seq() <= seq {
+            return Err(Error::internal(format!(
+                "manifest record {} vanished, and no checkpoint past {seq} could be loaded",
+                seq + 1
+            )));
+        }
+        Ok(Arc::new(state))
+    }
+
+    /// Creates record `seq`; false when the key already exists.
+    async fn create_record(&self, record: &Record) -> Result<bool> {
+        let key = self.paths.record(record.seq);
+        let bytes = encode_record(record)?;
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(bytes), PutMode::Create.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::object_store("put", &key, e)),
+        }
+    }
+
+    /// Finishes a commit that is durable as record `state.seq()`.
+    async fn committed(
+        &self,
+        change: &Change,
+        outcome: Outcome,
+        state: ManifestState,
+        attempts: usize,
+    ) -> Committed {
+        let seq = state.seq();
+        let state = Arc::new(state);
+        self.publish(Arc::clone(&state));
+        tracing::debug!(seq, change = change.kind(), writer = %self.writer, attempts, "committed a manifest record");
+        if self.checkpoint_every > 0 && seq % self.checkpoint_every == 0 {
+            if let Err(e) = write_checkpoint(self.store.as_ref(), &self.paths, &state).await {
+                tracing::warn!(seq, error = %e, "could not write a manifest checkpoint; opening will replay more records");
+            }
+        }
+        Committed {
+            seq,
+            outcome,
+            state,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl MetaStore for ObjectStoreMetaStore {
+    async fn state(&self) -> Result<Arc<ManifestState>> {
+        Ok(self.cached())
+    }
+
+    async fn refresh(&self) -> Result<Arc<ManifestState>> {
+        let _guard = self.commit_lock.lock().await;
+        let mut state = self.advance(self.cached()).await?;
+        if self.fell_behind_a_checkpoint(state.seq()).await? {
+            state = self.restart_past(state.seq()).await?;
+        }
+        self.publish(Arc::clone(&state));
+        Ok(state)
+    }
+
+    async fn commit(&self, change: Change) -> Result<Committed> {
+        let _guard = self.commit_lock.lock().await;
+        let mut base = self.cached();
+        for attempt in 1..=MAX_COMMIT_ATTEMPTS {
+            let mut next = (*base).clone();
+            let outcome = next.apply(&change)?;
+            if outcome == Outcome::AlreadyApplied {
+                tracing::debug!(
+                    seq = base.seq(),
+                    change = change.kind(),
+                    "manifest change already applied"
+                );
+                return Ok(Committed {
+                    seq: base.seq(),
+                    outcome,
+                    state: base,
+                });
+            }
+            let seq = base.seq() + 1;
+            next.seq = seq;
+            let record = Record {
+                seq,
+                writer: self.writer,
+                change: change.clone(),
+            };
+            if self.create_record(&record).await? {
+                return Ok(self.committed(&change, outcome, next, attempt).await);
+            }
+            let Some(existing) = self.read_record(seq).await? else {
+                base = self.restart_past(base.seq()).await?;
+                self.publish(Arc::clone(&base));
+                continue;
+            };
+            if existing.writer == self.writer && existing.change == change {
+                return Ok(self.committed(&change, outcome, next, attempt).await);
+            }
+            let mut theirs = (*base).clone();
+            self.apply_record(&mut theirs, &existing)?;
+            base = self.advance(Arc::new(theirs)).await?;
+            self.publish(Arc::clone(&base));
+        }
+        Err(ErrorDetail::Conflict(format!(
+            "lost the race for the next manifest record {MAX_COMMIT_ATTEMPTS} times"
+        ))
+        .into())
+    }
+}
