@@ -3,9 +3,11 @@
 //! # Spares
 //!
 //! There is always one spare wanted or ready: a file of the new-segment size, full of zeros
-//! and synced with its metadata, under a temporary name (`spare-N.wal.tmp`). The writer takes
-//! it at rollover ([`take_spare`]), renames it to the segment's name and syncs the directory;
-//! taking it asks for the next one. Zeros are written a chunk at a time, and deletions are
+//! and synced with its metadata, filled under a temporary name (`spare-N.wal.tmp`) and renamed
+//! `spare-N.wal` once complete. The writer takes it at rollover ([`take_spare`]), renames it to
+//! the segment's name and syncs the directory; taking it asks for the next one. Every spare has
+//! its own number, so a spare being finished can never replace one the writer is renaming. A
+//! complete spare is left in place when the WAL is dropped, for the next open to adopt. Zeros are written a chunk at a time, and deletions are
 //! served between chunks, so a trim never waits for a whole segment to be filled.
 //!
 //! If preparing a spare fails, the error is handed to the writer at its next rollover, which
@@ -38,10 +40,14 @@ pub(super) struct Chores {
 }
 
 impl Chores {
-    /// No work yet but a spare wanted; spare files are numbered from `next_spare`.
-    pub fn new(next_spare: u64) -> Self {
+    /// No work yet but a spare, wanted unless one is given; new spare files are numbered from
+    /// `next_spare`.
+    pub fn new(spare: Option<(File, PathBuf)>, next_spare: u64) -> Self {
         Chores {
-            spare: Spare::Wanted,
+            spare: match spare {
+                Some((file, path)) => Spare::Ready(file, path),
+                None => Spare::Wanted,
+            },
             next_spare,
             deletions: VecDeque::new(),
             stopping: false,
@@ -72,7 +78,7 @@ enum Job {
 
 /// The housekeeper's loop; returns after [`stop`].
 pub(super) fn run(shared: &Shared) {
-    let mut filling: Option<ZeroFill> = None;
+    let mut filling: Option<(u64, ZeroFill)> = None;
     loop {
         let job = {
             let mut chores = shared.chores.lock();
@@ -98,36 +104,36 @@ pub(super) fn run(shared: &Shared) {
                 let result = remove(shared, &deletion.paths);
                 let _ = deletion.done.send(result);
             }
-            Job::Fill(new) => {
-                if let Some(n) = new {
-                    let path = segment::spare_path(&shared.dir, n);
-                    match ZeroFill::create(path.clone(), shared.segment_bytes) {
-                        Ok(fill) => filling = Some(fill),
-                        Err(e) => offer(shared, Err(spare_failed(&path, e))),
-                    }
-                    continue;
+            Job::Fill(Some(n)) => {
+                let path = segment::partial_spare_path(&shared.dir, n);
+                match ZeroFill::create(path.clone(), shared.segment_bytes) {
+                    Ok(fill) => filling = Some((n, fill)),
+                    Err(e) => offer(shared, Err(spare_failed(&path, e))),
                 }
-                if let Some(mut fill) = filling.take() {
-                    match fill.step() {
-                        Ok(false) => filling = Some(fill),
-                        Ok(true) => {
-                            let path = fill.path().to_path_buf();
-                            offer(shared, fill.finish().map_err(|e| spare_failed(&path, e)));
-                        }
-                        Err(e) => {
-                            let _ = fs::remove_file(fill.path());
-                            offer(shared, Err(spare_failed(fill.path(), e)));
-                        }
+            }
+            Job::Fill(None) => {
+                let Some((n, mut fill)) = filling.take() else {
+                    continue;
+                };
+                match fill.step() {
+                    Ok(false) => filling = Some((n, fill)),
+                    Ok(true) => {
+                        let path = fill.path().to_path_buf();
+                        let complete = segment::spare_path(&shared.dir, n);
+                        offer(
+                            shared,
+                            fill.finish(complete).map_err(|e| spare_failed(&path, e)),
+                        );
+                    }
+                    Err(e) => {
+                        let _ = fs::remove_file(fill.path());
+                        offer(shared, Err(spare_failed(fill.path(), e)));
                     }
                 }
             }
             Job::Stop => {
-                if let Some(fill) = filling.take() {
+                if let Some((_, fill)) = filling.take() {
                     let _ = fs::remove_file(fill.path());
-                }
-                let spare = std::mem::replace(&mut shared.chores.lock().spare, Spare::Wanted);
-                if let Spare::Ready(_, path) = spare {
-                    let _ = fs::remove_file(path);
                 }
                 return;
             }
@@ -193,6 +199,15 @@ pub(super) fn delete(shared: &Shared, paths: Vec<PathBuf>) -> oneshot::Receiver<
         .push_back(Deletion { paths, done });
     shared.chores_changed.notify_all();
     rx
+}
+
+/// Blocks until a spare is ready (or preparing it failed).
+#[cfg(test)]
+pub(super) fn wait_for_spare(shared: &Shared) {
+    let mut chores = shared.chores.lock();
+    while matches!(chores.spare, Spare::Wanted) {
+        shared.chores_changed.wait(&mut chores);
+    }
 }
 
 /// Asks the housekeeper to finish the deletions queued and stop.

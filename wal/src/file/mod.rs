@@ -215,7 +215,8 @@ impl FileWal {
         let lock = lock_dir(&dir)?;
         let dir_handle = File::open(&dir).map_err(|e| io_err("open directory", e))?;
 
-        let recovered = recovery::recover(&dir, &dir_handle)?;
+        let recovered = recovery::recover(&dir, segment_bytes)?;
+        let mut next_spare = recovered.next_spare;
         let (segments, active, next_position, active_capacity) = match recovered.active {
             Some(active) => (
                 recovered.segments,
@@ -225,11 +226,11 @@ impl FileWal {
             ),
             None => {
                 let path = dir.join(segment::segment_name(0));
-                let (file, spare) =
-                    segment::ZeroFill::create(segment::spare_path(&dir, 0), segment_bytes)
-                        .and_then(segment::ZeroFill::run)
-                        .map_err(|e| io_err("create the first segment", e))?;
-                fs::rename(&spare, &path).map_err(|e| io_err("name the first segment", e))?;
+                let partial = segment::partial_spare_path(&dir, next_spare);
+                let (file, _) = segment::ZeroFill::create(partial, segment_bytes)
+                    .and_then(|fill| fill.run(path.clone()))
+                    .map_err(|e| io_err("create the first segment", e))?;
+                next_spare += 1;
                 segment::sync_dir(&dir_handle).map_err(|e| io_err("sync", e))?;
                 (vec![SegmentFile { base: 0, path }], file, 0, segment_bytes)
             }
@@ -246,7 +247,7 @@ impl FileWal {
                 segment_bytes,
             )),
             queue_ready: Condvar::new(),
-            chores: Mutex::new(Chores::new(1)),
+            chores: Mutex::new(Chores::new(recovered.spare, next_spare)),
             chores_changed: Condvar::new(),
             segments: Mutex::new(segments.into()),
             replay: Mutex::new(recovered.records),
@@ -295,6 +296,11 @@ impl FileWal {
     #[cfg(test)]
     pub(crate) fn failpoints(&self) -> &FailPoints {
         &self.shared.failpoints
+    }
+
+    #[cfg(test)]
+    pub(crate) fn wait_for_spare(&self) {
+        housekeeper::wait_for_spare(&self.shared);
     }
 }
 
@@ -562,13 +568,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dropping_the_wal_leaves_no_spare_file_behind() {
+    async fn a_complete_spare_outlives_the_wal_and_is_adopted_by_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
         let wal = FileWal::open(dir.path(), options()).unwrap();
         wal.append(record(0)).await.unwrap();
+        wal.wait_for_spare();
         drop(wal);
-        let (segments, spares) = segment::list(dir.path()).unwrap();
-        assert_eq!(segments.len(), 1);
-        assert!(spares.is_empty(), "{spares:?}");
+        let listing = segment::list(dir.path()).unwrap();
+        assert_eq!(listing.segments.len(), 1);
+        assert!(listing.partial.is_empty(), "{listing:?}");
+        let spare = match &listing.spares[..] {
+            [(_, spare)] => spare.clone(),
+            other => panic!("expected one spare, found {other:?}"),
+        };
+
+        // The next open takes it for its first rollover instead of writing a new one.
+        let wal = FileWal::open(dir.path(), options()).unwrap();
+        let big = Bytes::from(vec![1u8; 16 << 10]);
+        for _ in 0..4 {
+            wal.append(big.clone()).await.unwrap();
+        }
+        assert!(!spare.exists());
+        let listing = segment::list(dir.path()).unwrap();
+        assert_eq!(listing.segments.len(), 2);
+    }
+
+    #[test]
+    fn a_spare_of_another_size_is_deleted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        FileWal::open(dir.path(), options())
+            .unwrap()
+            .wait_for_spare();
+        let old = segment::list(dir.path()).unwrap().spares;
+        assert_eq!(old.len(), 1);
+        let bigger = FileWalOptions {
+            segment_bytes: 128 << 10,
+            ..options()
+        };
+        FileWal::open(dir.path(), bigger).unwrap().wait_for_spare();
+        let listing = segment::list(dir.path()).unwrap();
+        assert!(!old[0].1.exists());
+        assert_eq!(listing.spares.len(), 1);
+        assert_eq!(fs::metadata(&listing.spares[0].1).unwrap().len(), 128 << 10);
     }
 }

@@ -17,8 +17,9 @@
 //!    unfinished batch: a torn tail. It is cut by zeroing the rest of the segment (and syncing),
 //!    so that new appends continue at that position and nothing stale lingers after them.
 //!
-//! Corruption fails the open with an error naming the file and the byte offset. Spare files left
-//! by an earlier run are deleted.
+//! Corruption fails the open with an error naming the file and the byte offset. A complete spare
+//! left by an earlier run is adopted if it has the current segment size; other spares are
+//! deleted.
 //!
 //! Each segment is read whole; the records handed to `replay` are slices of one shared buffer
 //! per segment, cut down to the segment's data.
@@ -26,7 +27,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
@@ -42,6 +43,10 @@ pub(super) struct Recovered {
     pub records: Vec<WalRecord>,
     /// The last segment, where appends continue; `None` if there is no segment.
     pub active: Option<Active>,
+    /// A complete spare left by an earlier run, ready for the next rollover.
+    pub spare: Option<(File, PathBuf)>,
+    /// The number for the next spare file.
+    pub next_spare: u64,
 }
 
 /// The segment appends continue in.
@@ -65,21 +70,21 @@ struct Scan {
     torn: bool,
 }
 
-/// Reads and validates the segments in `dir`, cutting a torn tail.
-pub(super) fn recover(dir: &Path, dir_handle: &File) -> WalResult<Recovered> {
-    let (segments, spares) =
+/// Reads and validates the segments in `dir`, cutting a torn tail, and adopts a complete spare
+/// of `segment_bytes` bytes.
+pub(super) fn recover(dir: &Path, segment_bytes: u64) -> WalResult<Recovered> {
+    let listing =
         segment::list(dir).map_err(|e| WalError::failed(format!("list {}", dir.display()), e))?;
-    for spare in &spares {
-        if let Err(e) = fs::remove_file(spare) {
+    let next_spare = listing.spares.last().map_or(0, |(n, _)| n + 1);
+    let (spare, stale) = adopt_spare(listing.spares, segment_bytes)?;
+    for path in stale.iter().chain(&listing.partial) {
+        if let Err(e) = fs::remove_file(path) {
             if e.kind() != io::ErrorKind::NotFound {
-                return Err(WalError::failed(format!("delete {}", spare.display()), e));
+                return Err(WalError::failed(format!("delete {}", path.display()), e));
             }
         }
     }
-    if !spares.is_empty() {
-        segment::sync_dir(dir_handle)
-            .map_err(|e| WalError::failed(format!("sync {}", dir.display()), e))?;
-    }
+    let segments = listing.segments;
 
     let mut records = Vec::new();
     let mut active = None;
@@ -148,7 +153,35 @@ pub(super) fn recover(dir: &Path, dir_handle: &File) -> WalResult<Recovered> {
         segments,
         records,
         active,
+        spare,
+        next_spare,
     })
+}
+
+/// Picks the newest complete spare of the right size to reuse; the others are stale.
+#[allow(clippy::type_complexity)]
+fn adopt_spare(
+    mut spares: Vec<(u64, PathBuf)>,
+    segment_bytes: u64,
+) -> WalResult<(Option<(File, PathBuf)>, Vec<PathBuf>)> {
+    let mut adopted = None;
+    if let Some((_, path)) = spares.pop() {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| WalError::failed(format!("open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| WalError::failed(format!("stat {}", path.display()), e))?
+            .len();
+        if len == segment_bytes {
+            adopted = Some((file, path));
+        } else {
+            spares.push((0, path));
+        }
+    }
+    Ok((adopted, spares.into_iter().map(|(_, p)| p).collect()))
 }
 
 /// Validates the frames of one segment; see the module docs for the rules.
@@ -226,7 +259,6 @@ fn later_batch(base: u64, data: &[u8], bad: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn seg(base: u64) -> SegmentFile {
         SegmentFile {
