@@ -1,8 +1,7 @@
 //! The manifest's state: nodes, streams and objects as of one log sequence number.
 //!
-//! A [`ManifestState`] changes only through [`ManifestState::apply`] (see
-//! [`apply`](super::apply)), which is deterministic, so replaying the same records on the same
-//! checkpoint always yields the same state. Its maps are ordered ([`BTreeMap`]) so that its
+//! A [`ManifestState`] changes only through [`ManifestState::apply`], which is deterministic, so
+//! replaying the same records on the same checkpoint always yields the same state. Its maps are ordered ([`BTreeMap`]) so that its
 //! serialized form, the body of a checkpoint, is deterministic too.
 //!
 //! # Invariants

@@ -333,3 +333,7 @@ impl MetaStore for ObjectStoreMetaStore {
         .into())
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,9 +1,10 @@
-//! An object store wrapper for tests: counts LISTs, returns LIST results in reverse order (as
-//! stores whose LIST is not lexicographic may), and can answer a successful create with
-//! "already exists", as a store client does when it retries a PUT whose first attempt landed.
+//! An object store wrapper for tests: counts LISTs, returns LIST results out of order (as
+//! stores whose LIST is not lexicographic do), can answer a successful create with "already
+//! exists" (as a store client does when it retries a PUT whose first attempt landed), and can
+//! fail writes of checkpoints.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
@@ -20,6 +21,7 @@ pub(crate) struct TestStore {
     inner: Arc<dyn ObjectStore>,
     lists: AtomicUsize,
     creates_to_echo: AtomicUsize,
+    fail_checkpoints: AtomicBool,
 }
 
 impl TestStore {
@@ -28,6 +30,7 @@ impl TestStore {
             inner,
             lists: AtomicUsize::new(0),
             creates_to_echo: AtomicUsize::new(0),
+            fail_checkpoints: AtomicBool::new(false),
         }
     }
 
@@ -39,6 +42,13 @@ impl TestStore {
     /// The next `n` creates that succeed are answered with `AlreadyExists`.
     pub(crate) fn echo_next_creates(&self, n: usize) {
         self.creates_to_echo.store(n, Ordering::SeqCst);
+    }
+}
+
+impl TestStore {
+    /// Every later write of a checkpoint fails.
+    pub(crate) fn fail_checkpoint_writes(&self) {
+        self.fail_checkpoints.store(true, Ordering::SeqCst);
     }
 }
 
@@ -56,6 +66,14 @@ impl ObjectStore for TestStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if self.fail_checkpoints.load(Ordering::SeqCst)
+            && location.as_ref().contains("manifest-checkpoint")
+        {
+            return Err(object_store::Error::Generic {
+                store: "TestStore",
+                source: "checkpoint writes are failing".into(),
+            });
+        }
         let create = matches!(opts.mode, PutMode::Create);
         let result = self.inner.put_opts(location, payload, opts).await?;
         let echo = create
@@ -102,7 +120,10 @@ impl ObjectStore for TestStore {
         futures::stream::once(async move {
             let mut all: Vec<object_store::Result<ObjectMeta>> =
                 inner.list(prefix.as_ref()).collect().await;
-            all.reverse();
+            // Neither ascending nor descending: the first listed key moves to the end.
+            if !all.is_empty() {
+                all.rotate_left(1);
+            }
             futures::stream::iter(all)
         })
         .flatten()
