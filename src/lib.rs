@@ -2,10 +2,17 @@
 
 pub mod error;
 pub mod format;
+mod keys;
 pub mod manifest;
+mod read;
+mod retry;
 pub mod settings;
+mod store;
 pub mod types;
+mod upload;
+mod wal_record;
 
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use settings::{Compression, Settings, WalSettings};
+pub use store::{AppendFuture, AppendResult, Components, Store, Stream};
 pub use types::{Epoch, NodeId, ObjectId, Offset, RecordBatch, StoredBatch, StreamId};

@@ -63,7 +63,6 @@ pub enum Compression {
 /// The store's tunables. See each field for its default and trade-off.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-#[non_exhaustive]
 pub struct Settings {
     /// This node's id. Default 0. Every store sharing one object store prefix must have its own.
     pub node_id: NodeId,

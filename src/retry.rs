@@ -1,0 +1,145 @@
+//! Retries of object store calls: transient errors (throttling, timeouts, connection resets,
+//! 5xx) are retried with capped exponential backoff and jitter; everything else is returned.
+//!
+//! Jitter comes from a small generator seeded by the caller, not from ambient randomness, so a
+//! seeded test replays the same delays.
+
+use std::future::Future;
+use std::time::Duration;
+
+use object_store::path::Path;
+
+use crate::error::{Error, ErrorDetail, Result};
+
+/// Attempts before a transient error is given up on (about two minutes with the caps below).
+const MAX_ATTEMPTS: u32 = 30;
+const FIRST_DELAY: Duration = Duration::from_millis(20);
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// Capped exponential backoff with jitter.
+pub(crate) struct Backoff {
+    attempt: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    /// A backoff whose jitter is seeded by `seed` (an object id, a sequence number).
+    pub(crate) fn for_uploads(seed: u64) -> Self {
+        Backoff {
+            attempt: 0,
+            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
+    }
+
+    /// The next delay: between half and all of `FIRST_DELAY × 2^attempt`, capped.
+    fn next_delay(&mut self) -> Duration {
+        let base = FIRST_DELAY
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(MAX_DELAY);
+        self.attempt += 1;
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = base / 2;
+        half + Duration::from_nanos(self.rng % (half.as_nanos() as u64).max(1))
+    }
+
+    /// Sleeps for the next delay.
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
+    }
+
+    fn exhausted(&self) -> bool {
+        self.attempt >= MAX_ATTEMPTS
+    }
+}
+
+/// True for object store errors worth retrying.
+pub(crate) fn is_transient_store(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    !matches!(
+        e,
+        E::NotFound { .. }
+            | E::AlreadyExists { .. }
+            | E::Precondition { .. }
+            | E::NotModified { .. }
+            | E::NotSupported { .. }
+            | E::NotImplemented { .. }
+            | E::InvalidPath { .. }
+            | E::UnknownConfigurationKey { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+    )
+}
+
+/// True for store errors that come from a transient object store failure.
+pub(crate) fn is_transient(e: &Error) -> bool {
+    matches!(e.detail(), ErrorDetail::ObjectStore { source, .. } if is_transient_store(source))
+}
+
+/// Runs `call` until it succeeds, fails for good, or transient failures exhaust the backoff.
+pub(crate) async fn retry_transient<T, F, Fut>(
+    operation: &'static str,
+    path: &Path,
+    mut backoff: Backoff,
+    mut call: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = object_store::Result<T>>,
+{
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient_store(&e) && !backoff.exhausted() => {
+                tracing::warn!(operation, %path, attempt = backoff.attempt + 1, error = %e, "object store call failed; retrying");
+                backoff.wait().await;
+            }
+            Err(e) => return Err(Error::object_store(operation, path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_and_stay_capped() {
+        let mut b = Backoff::for_uploads(7);
+        let first = b.next_delay();
+        assert!(first >= FIRST_DELAY / 2 && first <= FIRST_DELAY);
+        for _ in 0..40 {
+            assert!(b.next_delay() <= MAX_DELAY);
+        }
+        assert!(b.exhausted());
+    }
+
+    #[test]
+    fn jitter_is_reproducible_from_its_seed() {
+        let mut a = Backoff::for_uploads(3);
+        let mut b = Backoff::for_uploads(3);
+        for _ in 0..5 {
+            assert_eq!(a.next_delay(), b.next_delay());
+        }
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_are_not_retried() {
+        let mut calls = 0;
+        let r: Result<()> =
+            retry_transient("get", &Path::from("k"), Backoff::for_uploads(1), || {
+                calls += 1;
+                async {
+                    Err(object_store::Error::NotFound {
+                        path: "k".into(),
+                        source: "gone".into(),
+                    })
+                }
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+}

@@ -1,0 +1,269 @@
+//! A stream handle: append, fetch, trim, close.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::{StoreInner, StreamStatus, Waiting};
+use crate::error::{Error, ErrorDetail, Result};
+use crate::manifest::Change;
+use crate::types::{Epoch, Offset, RecordBatch, StoredBatch, StreamId};
+use crate::AppendResult;
+
+/// One stream, open on this node under one epoch. Cheap to clone; every clone is the same
+/// handle. Once a newer owner opens the stream, every call fails with a fenced error.
+#[derive(Clone)]
+pub struct Stream {
+    inner: Arc<StoreInner>,
+    id: StreamId,
+    epoch: Epoch,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.id)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+/// The future of an append: resolves once the batch is durable. The batch's place in the
+/// stream is fixed when `append` is called, so a caller may keep many appends in flight.
+#[must_use = "an append is durable only when its future resolves"]
+pub struct AppendFuture {
+    rx: Result<oneshot::Receiver<Result<AppendResult>>, Option<Error>>,
+}
+
+impl Future for AppendFuture {
+    type Output = Result<AppendResult>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.rx {
+            Ok(rx) => Pin::new(rx).poll(cx).map(|r| {
+                r.unwrap_or_else(|_| Err(Error::internal("an append was dropped by the store")))
+            }),
+            Err(e) => Poll::Ready(Err(e
+                .take()
+                .unwrap_or_else(|| Error::internal("append future polled after completion")))),
+        }
+    }
+}
+
+impl Stream {
+    pub(crate) fn new(inner: Arc<StoreInner>, id: StreamId, epoch: Epoch) -> Self {
+        Stream { inner, id, epoch }
+    }
+
+    /// The stream's id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// The epoch this handle writes under.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The first readable offset.
+    pub fn start_offset(&self) -> Result<Offset> {
+        Ok(self
+            .inner
+            .core
+            .lock()
+            .check_stream(self.id, self.epoch)?
+            .start)
+    }
+
+    /// The offset below which every record is durable and readable.
+    pub fn confirmed_offset(&self) -> Result<Offset> {
+        Ok(self
+            .inner
+            .core
+            .lock()
+            .check_stream(self.id, self.epoch)?
+            .confirmed)
+    }
+
+    /// Appends a batch. The returned future resolves once the batch is durable, with the offsets
+    /// it got. Appends resolve in offset order; many may be in flight at once.
+    pub fn append(&self, batch: RecordBatch) -> AppendFuture {
+        self.submit(batch, None)
+    }
+
+    /// Appends a batch only if the stream's next offset is `expected_next_offset` (for
+    /// exactly-once producers); otherwise fails with an invalid-input error and appends nothing.
+    pub fn append_if(&self, batch: RecordBatch, expected_next_offset: Offset) -> AppendFuture {
+        self.submit(batch, Some(expected_next_offset))
+    }
+
+    fn submit(&self, batch: RecordBatch, expected: Option<Offset>) -> AppendFuture {
+        if let Err(e) = self.validate_batch(&batch) {
+            return AppendFuture { rx: Err(Some(e)) };
+        }
+        let (tx, rx) = oneshot::channel();
+        let waiting = Waiting {
+            stream: self.id,
+            epoch: self.epoch,
+            batch,
+            expected,
+            reply: tx,
+        };
+        let mut core = self.inner.core.lock();
+        if let Err(e) = core.check_stream(self.id, self.epoch) {
+            return AppendFuture { rx: Err(Some(e)) };
+        }
+        let weight = objstream_cache::CachedBatch::weight(&waiting.batch);
+        if core.must_wait(weight) {
+            core.waiting.push_back(waiting);
+            drop(core);
+            // Waiting appends are admitted as commits free memory; make sure one is coming.
+            self.inner.upload_wakeup.notify_one();
+        } else {
+            self.inner.admit(&mut core, waiting);
+        }
+        AppendFuture { rx: Ok(rx) }
+    }
+
+    fn validate_batch(&self, batch: &RecordBatch) -> Result<()> {
+        if batch.count == 0 {
+            return Err(Error::invalid(format!(
+                "{}: a batch must hold at least one record",
+                self.id
+            )));
+        }
+        if batch.payload.is_empty() {
+            return Err(Error::invalid(format!(
+                "{}: a batch payload is empty",
+                self.id
+            )));
+        }
+        let max = self.inner.settings.max_batch_bytes;
+        if batch.payload.len() > max {
+            return Err(Error::invalid(format!(
+                "{}: a batch of {} bytes is over the limit of {max} bytes",
+                self.id,
+                batch.payload.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches from `start` up to `end` (exclusive), about `max_bytes` of them.
+    ///
+    /// The first batch may begin before `start`. At least one batch is returned when data exists
+    /// at `start`, even if it is larger than `max_bytes`. Nothing past the confirmed offset is
+    /// ever returned; `start` equal to the confirmed offset returns no batches.
+    pub async fn fetch(
+        &self,
+        start: Offset,
+        end: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredBatch>> {
+        let (first, confirmed) = {
+            let core = self.inner.core.lock();
+            let s = core.check_stream(self.id, self.epoch)?;
+            (s.start, s.confirmed)
+        };
+        if end < start {
+            return Err(Error::invalid(format!(
+                "{}: fetch end {end} is before its start {start}",
+                self.id
+            )));
+        }
+        if start < first || start > confirmed {
+            return Err(ErrorDetail::OffsetOutOfRange {
+                stream: self.id,
+                offset: start,
+                start: first,
+                end: confirmed,
+            }
+            .into());
+        }
+        crate::read::fetch(
+            &self.inner,
+            self.id,
+            start,
+            end.min(confirmed),
+            max_bytes as u64,
+        )
+        .await
+    }
+
+    /// Discards every record below `new_start`. Fails if `new_start` is past the confirmed
+    /// offset; a `new_start` at or below the current start changes nothing.
+    pub async fn trim(&self, new_start: Offset) -> Result<()> {
+        let (start, confirmed) = {
+            let core = self.inner.core.lock();
+            let s = core.check_stream(self.id, self.epoch)?;
+            (s.start, s.confirmed)
+        };
+        if new_start > confirmed {
+            return Err(ErrorDetail::OffsetOutOfRange {
+                stream: self.id,
+                offset: new_start,
+                start,
+                end: confirmed,
+            }
+            .into());
+        }
+        if new_start <= start {
+            return Ok(());
+        }
+        let committed_end = self
+            .inner
+            .meta
+            .state()
+            .await?
+            .stream(self.id)
+            .map(|s| s.end)
+            .unwrap_or_default();
+        if new_start > committed_end {
+            // The manifest trims only committed data: commit up to the confirmed offset first.
+            self.inner.flush_all().await?;
+        }
+        self.inner
+            .meta
+            .commit(Change::TrimStream {
+                stream: self.id,
+                epoch: self.epoch,
+                new_start,
+            })
+            .await?;
+        let mut core = self.inner.core.lock();
+        if let Some(s) = core.streams.get_mut(&self.id) {
+            if s.epoch == self.epoch && s.start < new_start {
+                s.start = new_start;
+            }
+        }
+        tracing::debug!(stream = %self.id, %new_start, "stream trimmed");
+        Ok(())
+    }
+
+    /// Closes the stream: no more appends; waits for appends in flight, uploads and commits
+    /// everything, and marks the stream closed so another node can open it (graceful handoff).
+    pub async fn close(&self) -> Result<()> {
+        {
+            let mut core = self.inner.core.lock();
+            core.check_stream(self.id, self.epoch)?;
+            if let Some(s) = core.streams.get_mut(&self.id) {
+                s.status = StreamStatus::Closed;
+            }
+        }
+        self.inner.flush_all().await?;
+        self.inner
+            .meta
+            .commit(Change::CloseStream {
+                stream: self.id,
+                epoch: self.epoch,
+                node: self.inner.node,
+                node_epoch: self.inner.node_epoch,
+            })
+            .await?;
+        tracing::info!(stream = %self.id, epoch = %self.epoch, "stream closed");
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! The upload pipeline: log cache ─► objects ─► manifest ─► WAL trim.
+//!
+//! One task owns the pipeline. On a trigger (bytes waiting over the threshold, the timer, a
+//! flush, appends waiting for memory) it seals every durable, not yet sealed entry of the log
+//! cache, groups it into objects, takes object ids in order, and starts the upload: encoding on
+//! a blocking thread, then one PUT per object, all in parallel, retried with capped backoff.
+//! Up to `max_uploads_in_flight` seals upload at once, and their commits apply strictly in seal
+//! order, so the committed prefix of the cache only grows and the WAL can be trimmed after each
+//! commit. After a commit, the seal's cache entries become evictable, appends waiting for memory
+//! are admitted, and flushes whose data is now committed return.
+
+mod build;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use object_store::path::Path;
+use object_store::ObjectStore;
+use objstream_wal::WalPosition;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::manifest::{Change, ObjectMeta, Outcome};
+use crate::retry::{retry_transient, Backoff};
+use crate::store::{StoreInner, StreamStatus};
+
+/// Requests to the upload task.
+pub(crate) enum UploadCommand {
+    /// Reply once everything below log cache sequence `target` is committed.
+    Flush {
+        target: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Stop after replying.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A seal whose objects are uploaded, ready to commit.
+struct Uploaded {
+    upto_seq: u64,
+    trim_before: Option<WalPosition>,
+    objects: Vec<ObjectMeta>,
+}
+
+/// Object ids reserved from the manifest and not used yet.
+#[derive(Default)]
+struct IdPool {
+    next: u64,
+    end: u64,
+}
+
+pub(crate) async fn run(
+    inner: Weak<StoreInner>,
+    mut commands: mpsc::UnboundedReceiver<UploadCommand>,
+) {
+    let Some((settings, wakeup)) = inner
+        .upgrade()
+        .map(|s| (s.settings.clone(), s.upload_wakeup.clone()))
+    else {
+        return;
+    };
+    let mut ticker =
+        tokio::time::interval(Duration::from_millis(settings.upload_interval_ms.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight: FuturesOrdered<JoinHandle<Result<Uploaded>>> = FuturesOrdered::new();
+    let mut flushes: Vec<(u64, oneshot::Sender<Result<()>>)> = Vec::new();
+    let mut ids = IdPool::default();
+    let mut shutdown = None;
+    loop {
+        let mut seal_now = false;
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let Some(store) = inner.upgrade() else { break };
+                let result = match done {
+                    Ok(r) => r,
+                    Err(e) => Err(Error::internal(format!("upload task panicked: {e}"))),
+                };
+                if let Err(e) = commit(&store, result).await {
+                    store.fail(e);
+                }
+            }
+            command = commands.recv() => match command {
+                None => break,
+                Some(UploadCommand::Flush { target, reply }) => {
+                    flushes.push((target, reply));
+                    seal_now = true;
+                }
+                Some(UploadCommand::Shutdown(reply)) => shutdown = Some(reply),
+            },
+            _ = wakeup.notified() => seal_now = true,
+            _ = ticker.tick() => seal_now = true,
+        }
+        let Some(store) = inner.upgrade() else { break };
+        answer_flushes(&store, &mut flushes);
+        if shutdown.is_some() && in_flight.is_empty() {
+            break;
+        }
+        if seal_now && in_flight.len() < settings.max_uploads_in_flight.max(1) {
+            match start_upload(&store, &mut ids).await {
+                Ok(Some(job)) => in_flight.push_back(job),
+                Ok(None) => answer_flushes(&store, &mut flushes),
+                Err(e) => store.fail(e),
+            }
+        }
+    }
+    if let Some(store) = inner.upgrade() {
+        answer_flushes(&store, &mut flushes);
+    }
+    if let Some(reply) = shutdown {
+        let _ = reply.send(());
+    }
+}
+
+/// Replies to every flush whose data is committed, and fails them all if the store failed.
+fn answer_flushes(store: &StoreInner, flushes: &mut Vec<(u64, oneshot::Sender<Result<()>>)>) {
+    let (committed, failed) = {
+        let core = store.core.lock();
+        (core.cache.committed_seq(), core.failed.clone())
+    };
+    let mut i = 0;
+    while i < flushes.len() {
+        if failed.is_some() || flushes[i].0 <= committed {
+            let (_, reply) = flushes.swap_remove(i);
+            let _ = reply.send(match &failed {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            });
+        } else {
+            i += 1;
+        }
+    }
+}
+
+async fn start_upload(
+    store: &Arc<StoreInner>,
+    ids: &mut IdPool,
+) -> Result<Option<JoinHandle<Result<Uploaded>>>> {
+    let (sealed, trim_before, epochs) = {
+        let mut core = store.core.lock();
+        if let Some(e) = &core.failed {
+            return Err(e.clone());
+        }
+        if core.cache.durable_seq() == core.cache.sealed_seq() {
+            // Nothing durable waits; a flush of data sealed already is answered by its commit.
+            return Ok(None);
+        }
+        let sealed = core.cache.seal();
+        let trim_before = core.last_durable.map(|(_, p)| WalPosition(p.0 + 1));
+        let epochs: std::collections::HashMap<_, _> = core
+            .streams
+            .iter()
+            .filter(|(_, s)| s.status != StreamStatus::Deleted)
+            .map(|(id, s)| (*id, s.epoch))
+            .collect();
+        (sealed, trim_before, epochs)
+    };
+    let upto_seq = sealed.upto_seq;
+    let sealed_bytes = sealed.bytes;
+    let plan = build::plan(sealed, store.settings.stream_split_bytes, |s| {
+        epochs.get(&s).copied()
+    });
+    let count = plan.groups.len() as u64;
+    let first_id = take_ids(store, ids, count).await?;
+    let objects = store.objects.clone();
+    let prefix = store.prefix.clone();
+    let settings = store.settings.clone();
+    tracing::debug!(
+        upto_seq,
+        bytes = sealed_bytes,
+        objects = count,
+        "upload started"
+    );
+    Ok(Some(tokio::spawn(async move {
+        let built = tokio::task::spawn_blocking(move || {
+            plan.groups
+                .iter()
+                .enumerate()
+                .map(|(i, (kind, streams))| {
+                    build::build(
+                        crate::types::ObjectId(first_id + i as u64),
+                        *kind,
+                        streams,
+                        settings.block_bytes,
+                        settings.compression,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("object encoding panicked: {e}")))??;
+        let puts = built
+            .iter()
+            .map(|b| put_object(&objects, &prefix, b.meta.id, b.bytes.clone()));
+        futures::future::try_join_all(puts).await?;
+        Ok(Uploaded {
+            upto_seq,
+            trim_before,
+            objects: built.into_iter().map(|b| b.meta).collect(),
+        })
+    })))
+}
+
+async fn take_ids(store: &StoreInner, ids: &mut IdPool, count: u64) -> Result<u64> {
+    if ids.end - ids.next < count {
+        let wanted = count.max(store.settings.object_id_batch.max(1));
+        let committed = store
+            .meta
+            .commit(Change::AllocateObjectIds {
+                node: store.node,
+                node_epoch: store.node_epoch,
+                count: wanted,
+            })
+            .await?;
+        let Outcome::ObjectIds(range) = committed.outcome else {
+            return Err(Error::internal("allocating object ids returned no ids"));
+        };
+        ids.next = range.start;
+        ids.end = range.end;
+    }
+    let first = ids.next;
+    ids.next += count;
+    Ok(first)
+}
+
+async fn put_object(
+    objects: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    id: crate::types::ObjectId,
+    bytes: bytes::Bytes,
+) -> Result<()> {
+    let path = keys::object_path(prefix, id);
+    let len = bytes.len();
+    retry_transient("put object", &path, Backoff::for_uploads(id.0), || {
+        let objects = objects.clone();
+        let path = path.clone();
+        let payload = object_store::PutPayload::from_bytes(bytes.clone());
+        async move {
+            objects
+                .put_opts(&path, payload, object_store::PutOptions::default())
+                .await
+                .map(|_| ())
+        }
+    })
+    .await?;
+    tracing::debug!(object = %id, bytes = len, "object uploaded");
+    Ok(())
+}
+
+async fn commit(store: &StoreInner, uploaded: Result<Uploaded>) -> Result<()> {
+    let uploaded = uploaded?;
+    if !uploaded.objects.is_empty() {
+        let change = Change::CommitObjects {
+            node: store.node,
+            node_epoch: store.node_epoch,
+            objects: uploaded.objects.clone(),
+        };
+        let mut backoff = Backoff::for_uploads(uploaded.upto_seq);
+        loop {
+            match store.meta.commit(change.clone()).await {
+                Ok(_) => break,
+                Err(e) if crate::retry::is_transient(&e) => {
+                    tracing::warn!(error = %e, "manifest commit failed; retrying");
+                    backoff.wait().await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::debug!(
+            objects = ?uploaded.objects.iter().map(|o| o.id).collect::<Vec<_>>(),
+            upto_seq = uploaded.upto_seq,
+            "objects committed"
+        );
+    }
+    {
+        let mut core = store.core.lock();
+        core.cache.mark_committed(uploaded.upto_seq);
+        store.admit_waiting(&mut core);
+    }
+    if let Some(before) = uploaded.trim_before {
+        store.wal.trim(before).await?;
+    }
+    Ok(())
+}
