@@ -55,10 +55,10 @@ pub const BLOCK_HEADER_LEN: usize = CRC_AT + size_of::<u32>();
 /// base timestamp `i64`, payload length `u32`.
 pub const BATCH_HEADER_LEN: usize = size_of::<u32>() + size_of::<i64>() + size_of::<u32>();
 
-/// How a block body is stored.
+/// How a block body is stored: the header's codec byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Codec {
+pub(super) enum Codec {
     /// As it is.
     None = 0,
     /// One zstd frame.

@@ -42,6 +42,10 @@ const RAW_LEN_AT: usize = SIZE_AT + size_of::<u32>();
 /// Length of one index entry.
 pub const INDEX_ENTRY_LEN: usize = RAW_LEN_AT + size_of::<u32>();
 
+/// The most entries an index can hold: its length must fit the footer's `u32`.
+pub(super) const MAX_INDEX_ENTRIES: usize =
+    (u32::MAX as usize - INDEX_HEADER_LEN - CRC_LEN) / INDEX_ENTRY_LEN;
+
 /// The length of an index of `entries` entries.
 pub(super) const fn index_len(entries: usize) -> usize {
     INDEX_HEADER_LEN + entries * INDEX_ENTRY_LEN + CRC_LEN
@@ -67,12 +71,12 @@ pub struct IndexEntry {
 impl IndexEntry {
     /// The bytes of the object to fetch for this block.
     pub fn byte_range(&self) -> Range<u64> {
-        self.position..self.position + u64::from(self.size)
+        self.position..self.position.saturating_add(u64::from(self.size))
     }
 
     /// The records in the block.
     pub fn record_count(&self) -> u64 {
-        self.end.get() - self.start.get()
+        self.end.get().saturating_sub(self.start.get())
     }
 
     /// True when the block holds `offset` of `stream`.
@@ -145,7 +149,7 @@ pub(super) fn encode_index(out: &mut Vec<u8>, entries: &[IndexEntry]) {
     out.resize(start + index_len(entries.len()), 0);
     let buf = &mut out[start..];
     put_u32(buf, MAGIC_AT, INDEX_MAGIC);
-    // The writer caps the entry count at u32::MAX.
+    // The writer keeps the entry count within MAX_INDEX_ENTRIES, below u32::MAX.
     put_u32(buf, COUNT_AT, entries.len() as u32);
     for (i, e) in entries.iter().enumerate() {
         let at = INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN;
@@ -279,6 +283,12 @@ mod tests {
     fn entry_offsets_follow_the_documented_layout() {
         assert_eq!((INDEX_HEADER_LEN, SIZE_AT, INDEX_ENTRY_LEN), (8, 32, 40));
         assert_eq!(index_len(2), 8 + 80 + 4);
+    }
+
+    #[test]
+    fn the_largest_index_still_fits_the_footer_length_field() {
+        assert!(index_len(MAX_INDEX_ENTRIES) <= u32::MAX as usize);
+        assert!(index_len(MAX_INDEX_ENTRIES + 1) > u32::MAX as usize);
     }
 
     #[test]

@@ -108,7 +108,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use block::{decode_block, Codec, BATCH_HEADER_LEN, BLOCK_HEADER_LEN};
+pub use block::{decode_block, BATCH_HEADER_LEN, BLOCK_HEADER_LEN};
 pub use footer::{Footer, FOOTER_LEN};
 pub use index::{decode_index, IndexEntry, ObjectIndex, INDEX_ENTRY_LEN, INDEX_HEADER_LEN};
 pub use reader::{decode_tail, tail_range, TailDecode};

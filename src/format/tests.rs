@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use proptest::prelude::*;
 
+use super::block::Codec;
 use super::*;
 use crate::error::Result;
 use crate::settings::Compression;

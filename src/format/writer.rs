@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::block::{encode_batch, BlockHeader, Codec, BATCH_HEADER_LEN, BLOCK_HEADER_LEN};
 use super::footer::{Footer, FOOTER_LEN};
-use super::index::{encode_index, index_len, IndexEntry};
+use super::index::{encode_index, index_len, IndexEntry, MAX_INDEX_ENTRIES};
 use super::{FORMAT_VERSION, MAX_BLOCK_RAW_BYTES};
 use crate::error::{Error, Result};
 use crate::settings::Compression;
@@ -142,11 +142,18 @@ impl ObjectBuilder {
             }
         }
 
-        let fits = |b: &OpenBlock, out: &Vec<u8>| {
-            let body = out.len() - b.position - BLOCK_HEADER_LEN;
+        let fits = self.open.as_ref().is_some_and(|b| {
+            let body = self.out.len() - b.position - BLOCK_HEADER_LEN;
             b.stream == stream && b.batch_count < u32::MAX && body + encoded <= self.block_bytes
-        };
-        if self.open.as_ref().is_some_and(|b| !fits(b, &self.out)) {
+        });
+        if !fits {
+            let blocks = self.entries.len() + usize::from(self.open.is_some());
+            if blocks >= MAX_INDEX_ENTRIES {
+                return Err(Error::invalid(format!(
+                    "{stream} at {base_offset}: the object already holds {blocks} blocks, the most \
+                     an index can list"
+                )));
+            }
             self.seal();
         }
         let open = self.open.get_or_insert_with(|| {
@@ -195,6 +202,7 @@ impl ObjectBuilder {
         encode_index(&mut self.out, &self.entries);
         let footer = Footer {
             index_position,
+            // `add` keeps the entry count within MAX_INDEX_ENTRIES, so the length fits.
             index_len: index_len(self.entries.len()) as u32,
             version: FORMAT_VERSION,
         };
