@@ -7,11 +7,15 @@
 //! `spare-N.wal` once complete. The writer takes it at rollover ([`take_spare`]), renames it to
 //! the segment's name and syncs the directory; taking it asks for the next one. Every spare has
 //! its own number, so a spare being finished can never replace one the writer is renaming. A
-//! complete spare is left in place when the WAL is dropped, for the next open to adopt. Zeros are written a chunk at a time, and deletions are
-//! served between chunks, so a trim never waits for a whole segment to be filled.
+//! complete spare is left in place when the WAL is dropped, for the next open to adopt. Zeros
+//! are written a chunk at a time, and deletions are served between chunks, so a trim never waits
+//! for a whole segment to be filled.
 //!
-//! If preparing a spare fails, the error is handed to the writer at its next rollover, which
-//! latches it.
+//! The writer never waits for a spare. When none is ready at rollover (appends keep the disk so
+//! busy that the zeros fall behind) or preparing one failed, it makes the segment on the spot
+//! with `fallocate` ([`segment::preallocate`]): a few milliseconds instead of a stall of a
+//! segment's worth of zeros, at the price of slightly slower syncs in that segment. The spare in
+//! progress serves the next rollover.
 //!
 //! # Deletions
 //!
@@ -23,11 +27,13 @@ use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io;
 use std::path::PathBuf;
+#[cfg(test)]
+use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 
 use super::segment::{self, ZeroFill};
-use super::{err_stopped, Shared};
+use super::Shared;
 use crate::{WalError, WalResult};
 
 /// Work for the housekeeper, under `Shared::chores`.
@@ -89,7 +95,11 @@ pub(super) fn run(shared: &Shared) {
                 if chores.stopping {
                     break Job::Stop;
                 }
-                if matches!(chores.spare, Spare::Wanted) {
+                #[cfg(test)]
+                let stalled = shared.failpoints.stall_spares.load(Ordering::SeqCst);
+                #[cfg(not(test))]
+                let stalled = false;
+                if matches!(chores.spare, Spare::Wanted) && !stalled {
                     if filling.is_some() {
                         break Job::Fill(None);
                     }
@@ -166,26 +176,28 @@ fn remove(shared: &Shared, paths: &[PathBuf]) -> WalResult<()> {
     shared.sync_dir().inspect_err(|e| shared.latch(e.clone()))
 }
 
-/// Takes the prepared spare, waiting for it if needed, and asks for the next one. Called by
-/// the writer at rollover.
-pub(super) fn take_spare(shared: &Shared) -> WalResult<(File, PathBuf)> {
+/// Takes the prepared spare if one is ready, asking for the next one. Called by the writer at
+/// rollover; `None` means the writer must make a segment itself.
+pub(super) fn take_spare(shared: &Shared) -> Option<(File, PathBuf)> {
     let mut chores = shared.chores.lock();
-    loop {
-        match std::mem::replace(&mut chores.spare, Spare::Wanted) {
-            Spare::Ready(file, path) => {
-                drop(chores);
-                shared.chores_changed.notify_all();
-                return Ok((file, path));
-            }
-            Spare::Failed(err) => {
-                drop(chores);
-                shared.chores_changed.notify_all();
-                return Err(err);
-            }
-            Spare::Wanted if chores.stopping => return Err(err_stopped()),
-            Spare::Wanted => shared.chores_changed.wait(&mut chores),
+    let taken = match std::mem::replace(&mut chores.spare, Spare::Wanted) {
+        Spare::Ready(file, path) => Some((file, path)),
+        Spare::Failed(err) => {
+            tracing::warn!(error = %err, "file WAL: preparing a spare segment failed");
+            None
         }
-    }
+        Spare::Wanted => return None,
+    };
+    drop(chores);
+    shared.chores_changed.notify_all();
+    taken
+}
+
+/// A number for a spare file that no other spare has.
+pub(super) fn claim_spare_number(shared: &Shared) -> u64 {
+    let mut chores = shared.chores.lock();
+    chores.next_spare += 1;
+    chores.next_spare - 1
 }
 
 /// Queues the deletion of `paths`; the receiver resolves once they are gone and the directory

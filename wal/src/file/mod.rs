@@ -176,6 +176,8 @@ pub(crate) struct FailPoints {
     pub writes: AtomicU64,
     /// When non-zero, the sync this many syncs from now fails.
     pub syncs: AtomicU64,
+    /// While set, the housekeeper prepares no spare.
+    pub stall_spares: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(test)]
@@ -523,6 +525,30 @@ mod tests {
         assert_eq!(fourth.unwrap_err().kind(), WalErrorKind::Failed);
         assert_eq!(fifth.unwrap_err().kind(), WalErrorKind::Failed);
         assert!(wal.append(big).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_rollover_with_no_spare_ready_preallocates_a_segment_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = FileWal::open(dir.path(), options()).unwrap();
+        wal.wait_for_spare();
+        wal.failpoints().stall_spares.store(true, Ordering::SeqCst);
+        let big = Bytes::from(vec![3u8; 16 << 10]);
+        // Three records of 16 KiB fit in a segment of 64 KiB, so ten take four segments: the
+        // first rollover takes the ready spare, the next two find none.
+        for _ in 0..10 {
+            wal.append(big.clone()).await.unwrap();
+        }
+        let listing = segment::list(dir.path()).unwrap();
+        assert_eq!(listing.segments.len(), 4);
+        for s in &listing.segments {
+            assert_eq!(fs::metadata(&s.path).unwrap().len(), 64 << 10);
+        }
+        drop(wal);
+        let wal = FileWal::open(dir.path(), options()).unwrap();
+        let replayed = wal.replay().await.unwrap();
+        assert_eq!(replayed.len(), 10);
+        assert!(replayed.iter().all(|r| r.payload == big));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -170,6 +171,31 @@ impl ZeroFill {
     }
 }
 
+/// Creates (or truncates) the file at `path` with `len` bytes allocated but not written, and
+/// syncs it with its metadata. Much faster than zeros, but each sync that first writes into an
+/// allocated range must also journal the range's conversion. Falls back to a sparse file where
+/// the filesystem cannot `fallocate`.
+pub(super) fn preallocate(path: &Path, len: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let size = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: fallocate only reads the descriptor, which `file` keeps open for the call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len)?,
+            _ => return Err(err),
+        }
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
 /// Overwrites `from..to` of `file` with zeros and syncs the data.
 pub(super) fn zero_range(file: &File, from: u64, to: u64) -> io::Result<()> {
     let mut at = from;
@@ -267,6 +293,16 @@ mod tests {
             .unwrap();
         assert_eq!(file.metadata().unwrap().len(), len);
         assert!(fs::read(&done).unwrap().iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_preallocated_file_has_its_length_and_reads_as_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        fs::write(&path, vec![9u8; 100]).unwrap();
+        let file = preallocate(&path, 64 << 10).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 64 << 10);
+        assert!(fs::read(&path).unwrap().iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! 3. resolves the batch's futures in order.
 //!
 //! A record that opens a new segment ends the current write batch: the frames before it are
-//! written and synced (and resolved), then the writer renames the prepared spare to the new
-//! segment's name, syncs the directory and goes on. No timer ever delays a batch: appends that
+//! written and synced (and resolved), then the writer renames the prepared spare (or, if none is
+//! ready, a file it preallocates on the spot) to the new segment's name, syncs the directory and
+//! goes on. No timer ever delays a batch: appends that
 //! arrive while a sync is running simply form the next batch.
 //!
 //! Each frame's `batch_delta` is its distance from the first frame of its write batch, which
@@ -232,7 +233,10 @@ impl Writer {
 
     /// Makes the prepared spare the segment that starts at `base`.
     fn roll(&mut self, base: u64) -> WalResult<()> {
-        let (file, spare) = housekeeper::take_spare(&self.shared)?;
+        let (file, spare) = match housekeeper::take_spare(&self.shared) {
+            Some(spare) => spare,
+            None => self.segment_now()?,
+        };
         let path = self.shared.dir.join(segment::segment_name(base));
         fs::rename(&spare, &path).map_err(|e| {
             WalError::failed(
@@ -250,6 +254,16 @@ impl Writer {
             .lock()
             .push_back(SegmentFile { base, path });
         Ok(())
+    }
+
+    /// A new segment file made on the spot, when no zero-filled spare is ready.
+    fn segment_now(&self) -> WalResult<(File, PathBuf)> {
+        let n = housekeeper::claim_spare_number(&self.shared);
+        let path = segment::partial_spare_path(&self.shared.dir, n);
+        let file = segment::preallocate(&path, self.shared.segment_bytes)
+            .map_err(|e| WalError::failed(format!("preallocate {}", path.display()), e))?;
+        tracing::debug!(file = %path.display(), "file WAL: no spare ready, preallocated one");
+        Ok((file, path))
     }
 
     fn failed(&self, what: &str, err: std::io::Error) -> WalError {
