@@ -71,8 +71,13 @@ struct Writer {
     seqs: Vec<u64>,
 }
 
-async fn run_writer(store: Arc<dyn ObjectStore>, node: NodeId) -> Writer {
+async fn run_writer(
+    store: Arc<dyn ObjectStore>,
+    node: NodeId,
+    start: Arc<tokio::sync::Barrier>,
+) -> Writer {
     let meta = open(&store, token(node)).await;
+    start.wait().await;
     let mut seqs = Vec::new();
     let started = meta.commit(Change::OpenNode { node }).await.unwrap();
     assert_eq!(started.outcome, Outcome::NodeEpoch(Epoch(1)));
@@ -126,19 +131,41 @@ async fn run_writer(store: Arc<dyn ObjectStore>, node: NodeId) -> Writer {
 }
 
 async fn race(store: Arc<dyn ObjectStore>) {
+    let began = std::time::Instant::now();
+    let start = Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
     let tasks: Vec<_> = (0..WRITERS)
-        .map(|n| tokio::spawn(run_writer(Arc::clone(&store), NodeId(n))))
+        .map(|n| {
+            tokio::spawn(run_writer(
+                Arc::clone(&store),
+                NodeId(n),
+                Arc::clone(&start),
+            ))
+        })
         .collect();
     let mut writers = Vec::new();
     for task in tasks {
         writers.push(task.await.unwrap());
     }
 
+    eprintln!(
+        "{store}: {} commits by {WRITERS} racing writers in {:?}",
+        WRITERS * COMMITS_PER_WRITER,
+        began.elapsed()
+    );
+
     // Every commit got its own sequence number, and together they are dense.
     let mut seqs: Vec<u64> = writers.iter().flat_map(|w| w.seqs.clone()).collect();
     seqs.sort_unstable();
     let total = WRITERS * COMMITS_PER_WRITER;
     assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+
+    // A writer learns of others' records only by losing a race for a number, so a writer whose
+    // numbers jump lost at least one race: the collisions this test is about did happen.
+    let collided = writers
+        .iter()
+        .filter(|w| w.seqs.windows(2).any(|pair| pair[1] != pair[0] + 1))
+        .count();
+    assert!(collided > 0, "the writers never collided");
 
     // A fresh reader sees each commit exactly once.
     let reader = open(&store, WriterToken(1)).await;
