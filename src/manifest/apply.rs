@@ -16,7 +16,10 @@
 //! 5. A change the state already reflects — the same objects committed again, a second close
 //!    or delete under the same epoch, a trim to the current start, a fence already in place — is
 //!    [`Outcome::AlreadyApplied`]: success that changes nothing.
-//! 6. Compaction replaces objects only with objects holding the same offsets of every stream,
+//! 6. A node that restarted (a new epoch, not fenced) still owns the streams its earlier epoch
+//!    opened: it commits what that run left in its WAL and closes them. The earlier epoch itself
+//!    is refused by rule 1.
+//! 7. Compaction replaces objects only with objects holding the same offsets of every stream,
 //!    except offsets below a stream's trim point or of a deleted stream, which it may drop.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -513,8 +516,11 @@ fn check_stream_epoch(meta: &StreamMeta, epoch: Epoch) -> Result<()> {
     Ok(())
 }
 
+/// The stream must be owned by `node`. An ownership taken by an earlier epoch of the same node
+/// counts: a restarted node (live at `node_epoch`, checked by the caller) commits and closes
+/// what its previous run left, while that previous run, at an older epoch, is fenced.
 fn check_owner(meta: &StreamMeta, node: NodeId, node_epoch: Epoch) -> Result<()> {
-    if meta.owner != node || meta.owner_node_epoch != node_epoch {
+    if meta.owner != node || meta.owner_node_epoch > node_epoch {
         return Err(Error::fenced(format!(
             "{} is owned by {} at {}, not {node} at {node_epoch}",
             meta.id, meta.owner, meta.owner_node_epoch

@@ -576,6 +576,39 @@ fn a_commit_from_a_stale_or_fenced_node_epoch_is_fenced() {
 }
 
 #[test]
+fn a_restarted_node_commits_and_closes_what_its_earlier_epoch_opened() {
+    let mut state = with_data();
+    ok(&mut state, Change::OpenNode { node: A });
+    ok(
+        &mut state,
+        Change::AllocateObjectIds {
+            node: A,
+            node_epoch: Epoch(2),
+            count: 4,
+        },
+    );
+    let id = state.next_object_id().0 - 1;
+    ok(
+        &mut state,
+        commit(
+            A,
+            2,
+            vec![object(id, ObjectKind::Stream, vec![range(S, 1, 20, 30)])],
+        ),
+    );
+    assert_eq!(state.stream(S).unwrap().end, Offset(30));
+    ok(
+        &mut state,
+        Change::CloseStream {
+            stream: S,
+            epoch: Epoch(1),
+            node: A,
+            node_epoch: Epoch(2),
+        },
+    );
+}
+
+#[test]
 fn a_commit_to_another_nodes_stream_is_fenced() {
     let mut state = with_data();
     let foreign = commit(

@@ -92,3 +92,71 @@ pub(crate) fn build(
         bytes: encoded.bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use objstream_cache::LogCache;
+
+    fn sealed(sizes: &[(u64, usize)]) -> Sealed<RecordBatch> {
+        let mut cache = LogCache::new(1 << 30);
+        let mut next = std::collections::HashMap::new();
+        for &(stream, len) in sizes {
+            let base = next.entry(stream).or_insert(0u64);
+            cache.insert(stream, *base, RecordBatch::new(1, 0, vec![7u8; len]));
+            *base += 1;
+        }
+        cache.mark_durable(sizes.len() as u64);
+        cache.seal()
+    }
+
+    #[test]
+    fn big_streams_get_objects_of_their_own_and_the_rest_share_one() {
+        let s = sealed(&[(1, 100), (2, 5000), (3, 100), (2, 5000)]);
+        let plan = plan(s, 8000, |s| Some(Epoch(s.0 + 10)));
+        let shapes: Vec<_> = plan
+            .groups
+            .iter()
+            .map(|(k, parts)| {
+                (
+                    *k,
+                    parts.iter().map(|p| (p.0 .0, p.1 .0)).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            vec![
+                (ObjectKind::StreamSet, vec![(1, 11), (3, 13)]),
+                (ObjectKind::Stream, vec![(2, 12)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn streams_without_an_epoch_are_left_out() {
+        let plan = plan(sealed(&[(1, 10), (2, 10)]), 1 << 20, |s| {
+            (s.0 == 2).then_some(Epoch(1))
+        });
+        assert_eq!(plan.groups.len(), 1);
+        assert_eq!(plan.groups[0].1.len(), 1);
+        assert_eq!(plan.groups[0].1[0].0, StreamId(2));
+    }
+
+    #[test]
+    fn a_built_object_commits_one_range_per_stream() {
+        let plan = plan(sealed(&[(1, 10), (1, 20), (4, 30)]), 1 << 20, |_| {
+            Some(Epoch(3))
+        });
+        let (kind, parts) = &plan.groups[0];
+        let built = build(ObjectId(9), *kind, parts, 1 << 10, Compression::None).unwrap();
+        assert_eq!(built.meta.size, built.bytes.len() as u64);
+        let ranges: Vec<_> = built
+            .meta
+            .ranges
+            .iter()
+            .map(|r| (r.stream.0, r.start.0, r.end.0))
+            .collect();
+        assert_eq!(ranges, vec![(1, 0, 2), (4, 0, 1)]);
+    }
+}
