@@ -22,9 +22,12 @@ async fn fill(dir: &std::path::Path, cache_bytes: u64) -> (Store, Stream, Offset
         upload_threshold_bytes: 16 << 20,
         ..Settings::default()
     };
-    let store = Store::open(settings, Components::new(Arc::new(InMemory::new()), "bench"))
-        .await
-        .unwrap();
+    let store = Store::open(
+        settings,
+        Components::new(Arc::new(InMemory::new()), "bench"),
+    )
+    .await
+    .unwrap();
     let s = store.create_stream().await.unwrap();
     let payload = Bytes::from(
         (0..RECORD_BYTES)
@@ -66,11 +69,15 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("fetch");
     group.throughput(Throughput::Bytes(DATA_BYTES));
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
 
     // Everything stays in the log cache.
     let (store, s, end) = rt.block_on(fill(&dir.path().join("tail"), 1 << 30));
-    group.bench_function("log_cache_64MiB", |b| b.to_async(&rt).iter(|| read_all(&s, end)));
+    group.bench_function("log_cache_64MiB", |b| {
+        b.to_async(&rt).iter(|| read_all(&s, end))
+    });
     let t = Instant::now();
     let bytes = rt.block_on(read_all(&s, end));
     let tail_mbs = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
@@ -78,7 +85,9 @@ fn bench(c: &mut Criterion) {
 
     // A cache too small to hold the data: reads come from objects and the block cache.
     let (store, s, end) = rt.block_on(fill(&dir.path().join("objects"), 4 << 20));
-    group.bench_function("objects_64MiB", |b| b.to_async(&rt).iter(|| read_all(&s, end)));
+    group.bench_function("objects_64MiB", |b| {
+        b.to_async(&rt).iter(|| read_all(&s, end))
+    });
     let t = Instant::now();
     let bytes = rt.block_on(read_all(&s, end));
     let object_mbs = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
@@ -87,7 +96,9 @@ fn bench(c: &mut Criterion) {
 
     println!("\n== fetch summary ==");
     println!("log cache tail fetch:            {tail_mbs:>8.0} MB/s");
-    println!("committed data (objects, in-memory store, 64 MiB block cache): {object_mbs:>8.0} MB/s");
+    println!(
+        "committed data (objects, in-memory store, 64 MiB block cache): {object_mbs:>8.0} MB/s"
+    );
 }
 
 criterion_group!(benches, bench);
