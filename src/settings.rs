@@ -121,9 +121,96 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Checks that the settings make sense together; `Store::open` calls it and refuses to start
+    /// otherwise.
+    pub fn validate(&self) -> crate::Result<()> {
+        let fail = |msg: String| Err(crate::Error::invalid(format!("settings: {msg}")));
+        // A batch larger than a block is a block of its own, so it must fit the largest block.
+        let max_batch = crate::format::MAX_BLOCK_RAW_BYTES - crate::format::BATCH_HEADER_LEN;
+        if self.max_batch_bytes == 0 || self.max_batch_bytes > max_batch {
+            return fail(format!("max_batch_bytes must be between 1 and {max_batch}"));
+        }
+        match &self.wal {
+            WalSettings::File { segment_bytes, .. } => {
+                let record = self.max_batch_bytes as u64 + 128;
+                if *segment_bytes < record {
+                    return fail(format!(
+                        "a WAL segment of {segment_bytes} bytes cannot hold a batch of max_batch_bytes = {} bytes",
+                        self.max_batch_bytes
+                    ));
+                }
+            }
+        }
+        if self.max_uploads_in_flight == 0 {
+            return fail("max_uploads_in_flight must be at least 1".into());
+        }
+        if self.block_bytes == 0 || self.block_bytes > crate::format::MAX_BLOCK_RAW_BYTES {
+            return fail(format!(
+                "block_bytes must be between 1 and {}",
+                crate::format::MAX_BLOCK_RAW_BYTES
+            ));
+        }
+        if let Compression::Zstd { level } = self.compression {
+            if !(1..=19).contains(&level) {
+                return fail(format!("zstd level {level} is outside 1..=19"));
+            }
+        }
+        if self.upload_interval_ms == 0 {
+            return fail("upload_interval_ms must be at least 1".into());
+        }
+        if self.log_cache_bytes < self.max_batch_bytes as u64 {
+            return fail(format!(
+                "log_cache_bytes ({}) must hold at least one batch of max_batch_bytes ({})",
+                self.log_cache_bytes, self.max_batch_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_with_the_reason() {
+        let bad = [
+            Settings {
+                max_batch_bytes: 0,
+                ..Settings::default()
+            },
+            Settings {
+                wal: WalSettings::File {
+                    dir: "w".into(),
+                    segment_bytes: 1 << 20,
+                },
+                ..Settings::default()
+            },
+            Settings {
+                max_uploads_in_flight: 0,
+                ..Settings::default()
+            },
+            Settings {
+                compression: Compression::Zstd { level: 40 },
+                ..Settings::default()
+            },
+            Settings {
+                log_cache_bytes: 1024,
+                ..Settings::default()
+            },
+        ];
+        for s in bad {
+            let e = s.validate().unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+            assert!(e.to_string().starts_with("invalid input: settings:"), "{e}");
+        }
+    }
 
     #[test]
     fn settings_round_trip_through_json() {

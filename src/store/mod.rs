@@ -93,6 +93,7 @@ impl Store {
     /// Opens the node `settings.node_id`: bumps its node epoch, replays its WAL, uploads and
     /// commits what the last run left, and closes the streams that run had open.
     pub async fn open(settings: Settings, components: Components) -> Result<Store> {
+        settings.validate()?;
         let parts = components.resolve(&settings).await?;
         let committed = parts
             .meta
