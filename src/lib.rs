@@ -8,6 +8,7 @@ mod read;
 mod retry;
 pub mod settings;
 mod store;
+pub mod testing;
 pub mod types;
 mod upload;
 mod wal_record;
