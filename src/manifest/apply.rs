@@ -18,7 +18,8 @@
 //!    [`Outcome::AlreadyApplied`]: success that changes nothing.
 //! 6. A node that restarted (a new epoch, not fenced) still owns the streams its earlier epoch
 //!    opened: it commits what that run left in its WAL and closes them. The earlier epoch itself
-//!    is refused by rule 1.
+//!    is refused by rule 1. The streams of a node fenced at the epoch that opened them may be
+//!    committed to and closed by any live node: that is how a failed node is recovered.
 //! 7. Compaction replaces objects only with objects holding the same offsets of every stream,
 //!    except offsets below a stream's trim point or of a deleted stream, which it may drop.
 
@@ -179,7 +180,7 @@ impl ManifestState {
         if meta.status == StreamStatus::Closed {
             return Ok(Outcome::AlreadyApplied);
         }
-        check_owner(meta, node, node_epoch)?;
+        check_owner(self, meta, node, node_epoch)?;
         self.stream_mut(stream)?.status = StreamStatus::Closed;
         Ok(Outcome::Done)
     }
@@ -276,7 +277,7 @@ impl ManifestState {
             if meta.status != StreamStatus::Open {
                 return Err(ErrorDetail::StreamClosed(range.stream).into());
             }
-            check_owner(meta, node, node_epoch)?;
+            check_owner(self, meta, node, node_epoch)?;
             check_stream_epoch(meta, range.epoch)?;
             let expected = ends.get(&range.stream).copied().unwrap_or(meta.end);
             if range.start != expected {
@@ -516,17 +517,32 @@ fn check_stream_epoch(meta: &StreamMeta, epoch: Epoch) -> Result<()> {
     Ok(())
 }
 
-/// The stream must be owned by `node`. An ownership taken by an earlier epoch of the same node
-/// counts: a restarted node (live at `node_epoch`, checked by the caller) commits and closes
-/// what its previous run left, while that previous run, at an older epoch, is fenced.
-fn check_owner(meta: &StreamMeta, node: NodeId, node_epoch: Epoch) -> Result<()> {
-    if meta.owner != node || meta.owner_node_epoch > node_epoch {
-        return Err(Error::fenced(format!(
-            "{} is owned by {} at {}, not {node} at {node_epoch}",
-            meta.id, meta.owner, meta.owner_node_epoch
-        )));
+/// The stream must be owned by `node`, with two allowances:
+/// - an ownership taken by an earlier epoch of the same node counts: a restarted node (live at
+///   `node_epoch`, checked by the caller) commits and closes what its previous run left, while
+///   that previous run, at an older epoch, is fenced;
+/// - a stream whose owner was fenced at the epoch it opened the stream with may be finished by
+///   any live node: that is how `recover_node` commits a failed node's WAL and closes its streams.
+fn check_owner(
+    state: &ManifestState,
+    meta: &StreamMeta,
+    node: NodeId,
+    node_epoch: Epoch,
+) -> Result<()> {
+    if meta.owner == node && meta.owner_node_epoch <= node_epoch {
+        return Ok(());
     }
-    Ok(())
+    let owner_fenced = state
+        .nodes
+        .get(&meta.owner)
+        .is_some_and(|owner| owner.is_fenced(meta.owner_node_epoch));
+    if owner_fenced {
+        return Ok(());
+    }
+    Err(Error::fenced(format!(
+        "{} is owned by {} at {}, not {node} at {node_epoch}",
+        meta.id, meta.owner, meta.owner_node_epoch
+    )))
 }
 
 /// Intervals `(start, end)` of offsets per stream, sorted and merged where they touch.

@@ -609,6 +609,49 @@ fn a_restarted_node_commits_and_closes_what_its_earlier_epoch_opened() {
 }
 
 #[test]
+fn a_live_node_commits_and_closes_the_streams_of_a_fenced_node() {
+    let mut state = with_data();
+    ok(
+        &mut state,
+        Change::AllocateObjectIds {
+            node: B,
+            node_epoch: Epoch(1),
+            count: 4,
+        },
+    );
+    let id = state.next_object_id().0 - 1;
+    let recovered = || {
+        commit(
+            B,
+            1,
+            vec![object(id, ObjectKind::Stream, vec![range(S, 1, 20, 30)])],
+        )
+    };
+    assert!(
+        refused(&mut state.clone(), recovered()).is_fenced(),
+        "not while A is live"
+    );
+    ok(
+        &mut state,
+        Change::FenceNode {
+            node: A,
+            epoch: Epoch(1),
+        },
+    );
+    ok(&mut state, recovered());
+    ok(
+        &mut state,
+        Change::CloseStream {
+            stream: S,
+            epoch: Epoch(1),
+            node: B,
+            node_epoch: Epoch(1),
+        },
+    );
+    assert_eq!(state.stream(S).unwrap().end, Offset(30));
+}
+
+#[test]
 fn a_commit_to_another_nodes_stream_is_fenced() {
     let mut state = with_data();
     let foreign = commit(
