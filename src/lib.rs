@@ -1,5 +1,6 @@
 //! objstream: durable, ordered, append-only streams on object storage.
 
+pub mod config;
 pub mod error;
 pub mod format;
 mod keys;
@@ -13,6 +14,7 @@ pub mod types;
 mod upload;
 mod wal_record;
 
+pub use config::{ObjectStoreOptions, StoreLocation};
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use settings::{Compression, Settings, WalSettings};
 pub use store::{AppendFuture, AppendResult, Components, Store, Stream};
