@@ -12,8 +12,8 @@
 //!      8     8  position     the frame's logical position: where it starts in the WAL's
 //!                            address space, which only grows
 //!     16     4  length       body bytes
-//!     20     4  batch_delta  position minus the position of the first frame of the write batch
-//!                            (the frames made durable by one sync) this frame was written in
+//!     20     4  batch_delta  position minus the start of the frame's write batch: the point
+//!                            below which the log was already durable when it was written
 //!     24     length  body
 //!      .     0..=7   zero padding to an 8-byte boundary (not covered by the crc)
 //! ```
@@ -26,10 +26,12 @@
 //! - The position ties a frame to its place. Bytes left over from an earlier use of the same
 //!   space (a ring buffer's previous lap, a reused file) carry another position and never
 //!   validate, even with a good crc. The crc covers the position, so a frame cannot be moved.
-//! - `batch_delta` lets recovery tell a torn tail from corruption. A backend syncs one batch
-//!   before it writes the next, so when a valid frame of a *later* batch follows a bad frame, the
-//!   bad frame was durable once and has since been damaged: that is corruption. When nothing of a
-//!   later batch follows, the bad frame belongs to the last, unfinished write: a torn tail.
+//! - `batch_delta` lets recovery tell a torn tail from corruption. Everything before a frame's
+//!   batch start had been made durable by a completed sync before the frame was written (with
+//!   one sync at a time, the batch start is simply the first frame of the batch that sync
+//!   covers). So when a valid frame whose batch starts *beyond* a bad frame follows it, the bad
+//!   frame was durable once and has since been damaged: that is corruption. When no such frame
+//!   follows, the bad frame was still being written when the log stopped: a torn tail.
 //!
 //! # Decoding untrusted bytes
 //!
@@ -156,7 +158,7 @@ impl std::error::Error for FrameError {}
 pub struct Frame<'a> {
     /// The frame's logical position.
     pub position: u64,
-    /// The distance back from this frame to the first frame of its write batch.
+    /// The distance back from this frame to the start of its write batch.
     pub batch_delta: u32,
     /// The body.
     pub body: &'a [u8],
@@ -165,7 +167,8 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
-    /// The position of the first frame of the write batch this frame was written in.
+    /// The start of the write batch this frame was written in: everything before it was
+    /// durable when the frame was written.
     pub fn batch_start(&self) -> u64 {
         // `decode` rejects deltas larger than the position.
         self.position - u64::from(self.batch_delta)
@@ -225,7 +228,7 @@ pub enum Decoded<'a> {
 /// Appends the frame of `body` at `position` to `out`, padding included, and returns the bytes
 /// it added ([`frame_len`] of the body length).
 ///
-/// `batch_delta` is `position` minus the position of the first frame of the write batch. Fails
+/// `batch_delta` is `position` minus the start of the write batch (see the module docs). Fails
 /// with [`FrameError::TooLong`] when the body is longer than [`MAX_BODY_LEN`] and with
 /// [`FrameError::BadBatchDelta`] when the delta is larger than the position; `out` is unchanged
 /// then.

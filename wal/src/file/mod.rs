@@ -4,10 +4,11 @@
 //!
 //! - [`FileWal`] (this module) takes calls. `append` fixes a record's position under the queue
 //!   lock, pushes it to the queue and returns a future on a oneshot channel.
-//! - The writer thread ([`writer`]) is the group commit: it takes every append queued at that
-//!   moment, encodes their frames into one reused buffer, writes it with one `pwrite`, makes it
-//!   durable with one `fdatasync`, and resolves the futures in order. It never sleeps or
-//!   lingers to grow a batch: appends that arrive during a sync form the next batch.
+//! - The writer threads ([`writer`]) are the group commit: one at a time takes every append
+//!   queued at that moment, encodes their frames into one reused buffer and writes it with one
+//!   `pwrite`; then, outside the lock, it makes them durable with one `fdatasync` and resolves
+//!   the futures in order, while the next writer takes the appends that arrived meanwhile. No
+//!   writer sleeps or lingers to grow a batch.
 //! - The housekeeper thread ([`housekeeper`]) zero-fills the next segment in advance, so that a
 //!   rollover costs a rename and a directory sync, and deletes trimmed segments.
 //! - Recovery ([`recovery`]) runs in [`FileWal::open`]: it validates every frame, cuts a torn
@@ -17,12 +18,15 @@
 //!
 //! 1. Positions are contiguous: a record's frame starts where the previous one ends, and a
 //!    segment starts where the previous segment's data ends.
-//! 2. A write batch (the frames one sync makes durable) lies in one segment, and the writer
-//!    syncs a batch before it writes the next one or rolls over. So a sealed segment is fully
-//!    durable, and a frame of a later batch on disk proves every earlier batch was synced.
-//! 3. A segment file appears under its name only complete (zero-filled and synced), and the
+//! 2. A writer syncs everything written before it rolls over to a new segment, so a sealed
+//!    segment is fully durable. A frame's batch delta points back to the durable point when it
+//!    was written, so a valid frame whose batch starts beyond a bad frame proves that the bad
+//!    frame had been synced.
+//! 3. A segment file appears under its name only complete (zero-filled, or allocated when no
+//!    zero-filled spare was ready, and synced with its metadata), and the
 //!    directory is synced before any frame is written into it and after segments are deleted.
-//! 4. After a failed write, sync or directory sync, every pending and later call fails with
+//! 4. An append resolves once a sync that started after its frame was written returns. After a
+//!    failed write, sync or directory sync, every unresolved and later call fails with
 //!    [`WalErrorKind::Failed`]; the WAL never retries past a failed sync.
 //! 5. The active segment (the last one) is never deleted.
 //!
@@ -51,7 +55,7 @@ use crate::frame;
 use crate::{Wal, WalError, WalErrorKind, WalFuture, WalPosition, WalRecord, WalResult};
 use housekeeper::Chores;
 use segment::SegmentFile;
-use writer::{Pending, Queue};
+use writer::{Durability, Log, Pending, Queue};
 
 /// Tunables of a [`FileWal`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,13 +110,13 @@ const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64 & !(frame::ALIGN as u64 - 1);
 pub struct FileWal {
     shared: Arc<Shared>,
     max_record: usize,
-    writer: Option<JoinHandle<()>>,
+    writers: Vec<JoinHandle<()>>,
     housekeeper: Option<JoinHandle<()>>,
     /// Holds the directory's `flock` until the WAL is dropped.
     _lock: File,
 }
 
-/// State shared by the caller-facing handle and the two threads.
+/// State shared by the caller-facing handle and the threads.
 struct Shared {
     dir: PathBuf,
     /// An open handle on the directory, to sync it.
@@ -120,8 +124,14 @@ struct Shared {
     /// Size of new segments.
     segment_bytes: u64,
     queue: Mutex<Queue>,
-    /// Wakes the writer.
+    /// Wakes the writer waiting for appends.
     queue_ready: Condvar,
+    /// The active segment; held by the writer taking and writing a batch.
+    log: Mutex<Log>,
+    /// Written appends waiting to be durable.
+    durability: Mutex<Durability>,
+    /// Everything before this position is durable.
+    durable: AtomicU64,
     chores: Mutex<Chores>,
     /// Wakes the housekeeper and a writer waiting for a spare.
     chores_changed: Condvar,
@@ -135,7 +145,7 @@ struct Shared {
 }
 
 impl Shared {
-    /// Latches `err`: fails every pending append now and every call from now on. The first
+    /// Latches `err`: fails every unresolved append now and every call from now on. The first
     /// error latched is the one reported.
     fn latch(&self, err: WalError) {
         let (pending, reported) = {
@@ -146,9 +156,11 @@ impl Shared {
             let reported = q.failed.get_or_insert(err).clone();
             (std::mem::take(&mut q.pending), reported)
         };
+        let waiting = self.durability.lock().fail();
         self.queue_ready.notify_all();
         self.chores_changed.notify_all();
-        for done in pending.into_iter().filter_map(|p| p.done) {
+        let queued = pending.into_iter().filter_map(|p| p.done);
+        for done in waiting.into_iter().chain(queued) {
             let _ = done.send(Err(reported.clone()));
         }
     }
@@ -165,7 +177,7 @@ impl Shared {
 }
 
 fn err_stopped() -> WalError {
-    WalError::new(WalErrorKind::Failed, "the file WAL writer stopped")
+    WalError::new(WalErrorKind::Failed, "the file WAL writers stopped")
 }
 
 /// Test-only switches that make the next write or sync fail.
@@ -238,6 +250,8 @@ impl FileWal {
             }
         };
         let active_base = segments.last().map_or(0, |s| s.base);
+        let active_path = dir.join(segment::segment_name(active_base));
+        let log = Log::open(active, active_path, active_base, next_position)?;
 
         let shared = Arc::new(Shared {
             dir: dir.clone(),
@@ -249,6 +263,9 @@ impl FileWal {
                 segment_bytes,
             )),
             queue_ready: Condvar::new(),
+            log: Mutex::new(log),
+            durability: Mutex::new(Durability::new()),
+            durable: AtomicU64::new(next_position),
             chores: Mutex::new(Chores::new(recovered.spare, next_spare)),
             chores_changed: Condvar::new(),
             segments: Mutex::new(segments.into()),
@@ -257,6 +274,14 @@ impl FileWal {
             #[cfg(test)]
             failpoints: FailPoints::default(),
         });
+        let mut wal = FileWal {
+            shared: Arc::clone(&shared),
+            max_record,
+            writers: Vec::new(),
+            housekeeper: None,
+            _lock: lock,
+        };
+        // From here on, dropping `wal` stops whatever threads were started.
         let housekeeper = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -264,25 +289,16 @@ impl FileWal {
                 .spawn(move || housekeeper::run(&shared))
                 .map_err(|e| io_err("start the segment thread", e))?
         };
-        let writer = writer::Writer::new(Arc::clone(&shared), active, active_base);
-        let writer = match std::thread::Builder::new()
-            .name("objstream-wal-writer".into())
-            .spawn(move || writer.run())
-        {
-            Ok(handle) => handle,
-            Err(e) => {
-                housekeeper::stop(&shared);
-                let _ = housekeeper.join();
-                return Err(io_err("start the writer thread", e));
-            }
-        };
-        Ok(FileWal {
-            shared,
-            max_record,
-            writer: Some(writer),
-            housekeeper: Some(housekeeper),
-            _lock: lock,
-        })
+        wal.housekeeper = Some(housekeeper);
+        for index in 0..writer::WRITERS {
+            let writer = writer::Writer::new(Arc::clone(&shared), index);
+            let handle = std::thread::Builder::new()
+                .name(format!("objstream-wal-writer-{index}"))
+                .spawn(move || writer.run())
+                .map_err(|e| io_err("start a writer thread", e))?;
+            wal.writers.push(handle);
+        }
+        Ok(wal)
     }
 
     /// The directory this WAL lives in.
@@ -408,7 +424,7 @@ impl Drop for FileWal {
     fn drop(&mut self) {
         self.shared.queue.lock().closing = true;
         self.shared.queue_ready.notify_all();
-        if let Some(writer) = self.writer.take() {
+        for writer in self.writers.drain(..) {
             let _ = writer.join();
         }
         housekeeper::stop(&self.shared);
@@ -507,24 +523,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_sync_after_a_rollover_fails_only_the_records_not_yet_durable() {
+    async fn a_failed_sync_in_a_new_segment_fails_every_record_after_the_last_durable_one() {
         let dir = tempfile::tempdir().unwrap();
         let wal = FileWal::open(dir.path(), options()).unwrap();
         let big = Bytes::from(vec![7u8; 16 << 10]);
-        for _ in 0..2 {
+        for _ in 0..3 {
             wal.append(big.clone()).await.unwrap();
         }
-        // The third record fills the first segment; the fourth opens the second one. However
-        // the writer batches them, the third is synced first and the second sync fails.
-        wal.failpoints().syncs.store(2, Ordering::SeqCst);
-        let third = wal.append(big.clone());
-        let fourth = wal.append(big.clone());
-        let fifth = wal.append(big.clone());
-        let (third, fourth, fifth) = futures::join!(third, fourth, fifth);
-        assert!(third.is_ok());
-        assert_eq!(fourth.unwrap_err().kind(), WalErrorKind::Failed);
-        assert_eq!(fifth.unwrap_err().kind(), WalErrorKind::Failed);
-        assert!(wal.append(big).await.is_err());
+        // The fourth record opens the second segment. Its sync or the fifth's fails, and the
+        // outcomes stay in order: some successes (if a sync covered them before the failure
+        // latched), then only failures.
+        wal.failpoints().syncs.store(1, Ordering::SeqCst);
+        let (fourth, fifth) = futures::join!(wal.append(big.clone()), wal.append(big.clone()));
+        assert!(fourth.is_err() || fifth.is_err());
+        assert!(!(fourth.is_err() && fifth.is_ok()), "resolved out of order");
+        let later = wal.append(big.clone()).await.unwrap_err();
+        assert_eq!(later.kind(), WalErrorKind::Failed);
+        let durable = 3 + usize::from(fourth.is_ok());
+        drop(wal);
+
+        let wal = FileWal::open(dir.path(), options()).unwrap();
+        let replayed = wal.replay().await.unwrap();
+        assert!(replayed.len() >= durable);
+        assert_eq!(segment::list(dir.path()).unwrap().segments.len(), 2);
     }
 
     #[tokio::test]

@@ -12,9 +12,9 @@
 //!    one before it ends; anything else means frames were lost.
 //! 3. **The last segment** may end in a torn write. At the first bad frame (or end-of-data),
 //!    the rest of the segment is scanned at frame alignment for frames that are valid at their
-//!    place. One whose write batch starts after the bad frame proves the bad frame's batch was
-//!    synced before, so the bad frame is corruption. Otherwise the bad frame belongs to the last,
-//!    unfinished batch: a torn tail. It is cut by zeroing the rest of the segment (and syncing),
+//!    place. One whose write batch starts after the bad frame proves the bad frame had been
+//!    synced before that frame was written, so the bad frame is corruption. Otherwise the bad
+//!    frame was still being written when the log stopped: a torn tail. It is cut by zeroing the rest of the segment (and syncing),
 //!    so that new appends continue at that position and nothing stale lingers after them.
 //!
 //! Corruption fails the open with an error naming the file and the byte offset. A complete spare

@@ -1,32 +1,52 @@
-//! The append queue and the group-commit writer thread.
+//! The append queue and the group-commit writers.
 //!
 //! # Flow
 //!
 //! `append` locks the [`Queue`], gives the record the next position (deciding there whether it
-//! opens a new segment, so that positions never depend on timing), pushes it, and wakes the
-//! writer. The writer swaps the whole queue for its own empty vector, so every append queued at
-//! that moment joins one batch, then:
+//! opens a new segment, so that positions never depend on timing), pushes it, and wakes a
+//! writer. A small, fixed set of writer threads ([`WRITERS`]) commits the queue:
 //!
-//! 1. encodes the frames into one reused buffer (a batch larger than [`WRITE_CHUNK`] is written
-//!    in several `pwrite`s, still before one sync);
-//! 2. writes the buffer at the frames' place in the active segment and calls `fdatasync`;
-//! 3. resolves the batch's futures in order.
+//! 1. One writer at a time holds the [`Log`] lock. It waits for appends, swaps the whole queue
+//!    for its own empty vector (every append queued at that moment joins one batch), encodes the
+//!    frames into its reused buffer and writes them with one `pwrite` (a batch larger than
+//!    [`WRITE_CHUNK`] takes several) at their place in the active segment. The appends move to
+//!    the [`Durability`] queue, still in position order. It releases the lock.
+//! 2. Outside the lock, the writer calls `fdatasync`. Meanwhile the next writer takes and writes
+//!    the appends that arrived, and starts its own sync: up to [`WRITERS`] syncs overlap, which
+//!    on disks whose sync latency is mostly waiting multiplies throughput.
+//! 3. A sync that returns covers every byte written before it started, whoever wrote it. So the
+//!    writer raises the durable point to the end it wrote and resolves, in position order, every
+//!    waiting append below it.
 //!
-//! A record that opens a new segment ends the current write batch: the frames before it are
-//! written and synced (and resolved), then the writer renames the prepared spare (or, if none is
-//! ready, a file it preallocates on the spot) to the new segment's name, syncs the directory and
-//! goes on. No timer ever delays a batch: appends that
-//! arrive while a sync is running simply form the next batch.
+//! No timer ever delays a batch: appends that arrive while syncs run simply form the next batch.
 //!
-//! Each frame's `batch_delta` is its distance from the first frame of its write batch, which
-//! recovery uses to tell a torn last batch from an earlier batch damaged after it was synced.
+//! # Sync errors with overlapping syncs
 //!
-//! On any error the writer latches it (see [`Shared::latch`]), fails every record of the batch
-//! that is not yet durable, and stops.
+//! Linux reports a writeback error once per open file description. Every writer therefore has its
+//! own handle on the active segment, all opened before anything is written into it: then any sync
+//! that starts after a failed writeback, or waits for it, reports the error through its own
+//! handle, and a sync that succeeds really does prove every earlier byte durable.
+//!
+//! # Rollover and batch deltas
+//!
+//! A record that opens a new segment makes its writer sync everything written so far (so sealed
+//! segments are fully durable), rename the prepared spare (or a file it preallocates on the spot
+//! when none is ready) to the new segment's name, sync the directory and open the writers'
+//! handles on it, all under the log lock, before writing on.
+//!
+//! Each frame's `batch_delta` points back to the durable point when it was written (never below
+//! the segment's start): every byte before that had been made durable by a completed sync. So a
+//! valid frame whose batch starts beyond a bad frame proves the bad frame was durable once, which
+//! is how recovery tells corruption from a torn tail.
+//!
+//! On any error a writer latches it (see [`Shared::latch`]), which fails every append not yet
+//! resolved, and stops; the other writers stop when they next look at the queue.
 
-use std::fs::{self, File};
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,8 +57,12 @@ use super::{housekeeper, Shared};
 use crate::frame;
 use crate::{WalError, WalErrorKind, WalPosition, WalResult};
 
-/// Frames are written once this many bytes wait in the buffer, and at the end of each batch.
+/// Frames are written once this many bytes wait in a writer's buffer, and at the end of each
+/// batch.
 pub(super) const WRITE_CHUNK: usize = 4 << 20;
+
+/// Writer threads, and so syncs that may overlap.
+pub(super) const WRITERS: usize = 4;
 
 /// One queued append.
 pub(super) struct Pending {
@@ -48,13 +72,13 @@ pub(super) struct Pending {
     pub record: Bytes,
     /// Whether it is the first record of a new segment.
     pub opens_segment: bool,
-    /// Resolves the append's future; taken when it is resolved.
+    /// Resolves the append's future; taken once the append is written.
     pub done: Option<oneshot::Sender<WalResult<WalPosition>>>,
 }
 
-/// The appends waiting for the writer, and the position bookkeeping behind them.
+/// The appends waiting for a writer, and the position bookkeeping behind them.
 pub(super) struct Queue {
-    /// Appends not yet taken by the writer, in position order.
+    /// Appends not yet taken by a writer, in position order.
     pub pending: Vec<Pending>,
     /// The position the next append gets.
     pub next_position: u64,
@@ -64,7 +88,7 @@ pub(super) struct Queue {
     segment_bytes: u64,
     /// The latched error: once set, every call fails with it.
     pub failed: Option<WalError>,
-    /// Set when the WAL is dropped: the writer drains the queue and stops.
+    /// Set when the WAL is dropped: the writers drain the queue and stop.
     pub closing: bool,
 }
 
@@ -95,144 +119,222 @@ impl Queue {
     }
 }
 
-/// The writer thread's state.
+/// The active segment, held by the writer that is taking and writing a batch.
+pub(super) struct Log {
+    /// The position of the active segment's first frame.
+    base: u64,
+    path: PathBuf,
+    /// One handle on the active segment per writer, all opened before anything was written
+    /// into it.
+    files: Vec<Arc<File>>,
+    /// Everything before this position is written.
+    written_end: u64,
+}
+
+impl Log {
+    /// The log of the active segment at `base`, whose data ends at `written_end`; `file` is an
+    /// open handle on it.
+    pub fn open(file: File, path: PathBuf, base: u64, written_end: u64) -> WalResult<Self> {
+        Ok(Log {
+            files: writer_handles(file, &path)?,
+            base,
+            path,
+            written_end,
+        })
+    }
+}
+
+/// `file` and more handles on `path`, one per writer.
+fn writer_handles(file: File, path: &std::path::Path) -> WalResult<Vec<Arc<File>>> {
+    let mut files = vec![Arc::new(file)];
+    for _ in 1..WRITERS {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| WalError::failed(format!("open {}", path.display()), e))?;
+        files.push(Arc::new(file));
+    }
+    Ok(files)
+}
+
+/// Appends that are written and wait to be durable.
+pub(super) struct Durability {
+    /// In position order: each append's position, end and future.
+    waiting: VecDeque<(u64, u64, oneshot::Sender<WalResult<WalPosition>>)>,
+    /// Once set by a latch, nothing is resolved as durable any more.
+    failed: bool,
+}
+
+impl Durability {
+    pub fn new() -> Self {
+        Durability {
+            waiting: VecDeque::new(),
+            failed: false,
+        }
+    }
+
+    /// Stops resolving anything and hands back the futures still waiting.
+    pub fn fail(&mut self) -> Vec<oneshot::Sender<WalResult<WalPosition>>> {
+        self.failed = true;
+        self.waiting.drain(..).map(|(_, _, done)| done).collect()
+    }
+}
+
+/// One writer thread's state.
 pub(super) struct Writer {
     shared: Arc<Shared>,
-    /// The segment being appended to.
-    active: File,
-    active_base: u64,
-    active_path: PathBuf,
+    /// Which of the log's handles is this writer's.
+    index: usize,
     /// Encoded frames not yet written; reused across batches.
     buf: Vec<u8>,
     /// The position of `buf[0]`.
     buf_position: u64,
-    /// The batch being committed; swapped with the queue's vector to reuse both.
+    /// The batch being written; swapped with the queue's vector to reuse both.
     batch: Vec<Pending>,
-    /// How many of `batch` are resolved.
-    resolved: usize,
+    /// How many of `batch` are written (and moved to the durability queue).
+    written: usize,
 }
 
 impl Writer {
-    /// A writer appending to `active`, the segment whose first frame is at `active_base`.
-    pub fn new(shared: Arc<Shared>, active: File, active_base: u64) -> Self {
-        let active_path = shared.dir.join(segment::segment_name(active_base));
+    /// The writer using the log's handle number `index`.
+    pub fn new(shared: Arc<Shared>, index: usize) -> Self {
         Writer {
             shared,
-            active,
-            active_base,
-            active_path,
+            index,
             buf: Vec::with_capacity(WRITE_CHUNK),
             buf_position: 0,
             batch: Vec::new(),
-            resolved: 0,
+            written: 0,
         }
     }
 
     /// Commits batches until the WAL is dropped or fails.
     pub fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
         loop {
+            let mut log = shared.log.lock();
             {
-                let mut q = self.shared.queue.lock();
+                let mut q = shared.queue.lock();
                 while q.pending.is_empty() {
                     if q.closing || q.failed.is_some() {
                         return;
                     }
-                    self.shared.queue_ready.wait(&mut q);
+                    shared.queue_ready.wait(&mut q);
                 }
                 std::mem::swap(&mut q.pending, &mut self.batch);
             }
-            self.resolved = 0;
-            if let Err(err) = self.commit() {
-                self.shared.latch(err.clone());
-                for p in self.batch.drain(self.resolved..) {
-                    if let Some(done) = p.done {
-                        let _ = done.send(Err(err.clone()));
-                    }
-                }
+            self.written = 0;
+            if let Err(err) = self.write_batch(&mut log) {
+                // Latched before the log is released, so no other writer gets to write after
+                // a failed write.
+                self.fail(err);
                 return;
             }
+            let file = Arc::clone(&log.files[self.index]);
+            let end = log.written_end;
+            drop(log);
+            if let Err(err) = self.sync(&file) {
+                self.fail(err);
+                return;
+            }
+            shared.resolve(end);
             self.batch.clear();
         }
     }
 
-    /// Writes, syncs and resolves `self.batch`.
-    fn commit(&mut self) -> WalResult<()> {
-        let mut batch_start: Option<u64> = None;
+    /// Latches `err` and fails the appends of the batch not handed on yet.
+    fn fail(&mut self, err: WalError) {
+        self.shared.latch(err.clone());
+        for p in &mut self.batch[self.written..] {
+            if let Some(done) = p.done.take() {
+                let _ = done.send(Err(err.clone()));
+            }
+        }
+    }
+
+    /// Writes `self.batch`, rolling over to new segments as its records ask.
+    fn write_batch(&mut self, log: &mut Log) -> WalResult<()> {
+        // Durable ≥ the active segment's base: a rollover syncs before it switches segments.
+        let mut batch_start = self.shared.durable.load(Ordering::SeqCst).max(log.base);
         for i in 0..self.batch.len() {
             let (position, opens_segment) = (self.batch[i].position, self.batch[i].opens_segment);
             if opens_segment {
-                if batch_start.take().is_some() {
-                    self.write()?;
-                    self.sync()?;
-                    self.resolve(i);
+                self.write(log, i)?;
+                if self.shared.durable.load(Ordering::SeqCst) < log.written_end {
+                    self.sync(&log.files[self.index])?;
+                    self.shared.resolve(log.written_end);
                 }
-                self.roll(position)?;
+                self.roll(log, position)?;
+                batch_start = position;
             }
-            let start = *batch_start.get_or_insert(position);
             if self.buf.is_empty() {
                 self.buf_position = position;
             }
-            let delta = u32::try_from(position - start).map_err(|_| {
+            let delta = u32::try_from(position - batch_start).map_err(|_| {
                 WalError::new(
                     WalErrorKind::Failed,
-                    format!("write batch at {start} outgrew a frame's batch delta"),
+                    format!("frame at {position} is too far from its batch start {batch_start}"),
                 )
             })?;
             frame::encode(position, delta, &self.batch[i].record, &mut self.buf)
                 .map_err(|e| WalError::failed(format!("encode frame at {position}"), e))?;
             if self.buf.len() >= WRITE_CHUNK {
-                self.write()?;
+                self.write(log, i + 1)?;
             }
         }
-        if batch_start.is_some() {
-            self.write()?;
-            self.sync()?;
-            self.resolve(self.batch.len());
-        }
-        Ok(())
+        self.write(log, self.batch.len())
     }
 
-    /// Resolves the batch's appends up to `to`, in order.
-    fn resolve(&mut self, to: usize) {
-        for p in &mut self.batch[self.resolved..to] {
-            if let Some(done) = p.done.take() {
-                let _ = done.send(Ok(WalPosition(p.position)));
-            }
-        }
-        self.resolved = to;
-    }
-
-    /// Writes the buffer at its place in the active segment.
-    fn write(&mut self) -> WalResult<()> {
+    /// Writes the buffer (the frames of `batch[self.written..upto]`) at its place in the active
+    /// segment, and moves those appends to the durability queue.
+    fn write(&mut self, log: &mut Log, upto: usize) -> WalResult<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let offset = self.buf_position - self.active_base;
+        let offset = self.buf_position - log.base;
         #[cfg(test)]
         if super::FailPoints::hit(&self.shared.failpoints.writes) {
-            return Err(self.failed("write", std::io::Error::other("injected write failure")));
+            let err = std::io::Error::other("injected write failure");
+            return Err(WalError::failed(
+                format!("write of {}", log.path.display()),
+                err,
+            ));
         }
-        self.active
+        log.files[self.index]
             .write_all_at(&self.buf, offset)
-            .map_err(|e| self.failed("write", e))?;
-        self.buf_position += self.buf.len() as u64;
+            .map_err(|e| WalError::failed(format!("write of {}", log.path.display()), e))?;
+        log.written_end = self.buf_position + self.buf.len() as u64;
+        self.buf_position = log.written_end;
         self.buf.clear();
+        let mut durability = self.shared.durability.lock();
+        if durability.failed {
+            drop(durability);
+            return Err(self.shared.failure().unwrap_or_else(super::err_stopped));
+        }
+        for p in &mut self.batch[self.written..upto] {
+            if let Some(done) = p.done.take() {
+                let end = p.position + frame::frame_len(p.record.len()) as u64;
+                durability.waiting.push_back((p.position, end, done));
+            }
+        }
+        self.written = upto;
         Ok(())
     }
 
-    /// Makes what was written to the active segment durable.
-    fn sync(&self) -> WalResult<()> {
+    /// Makes everything written to `file` so far durable.
+    fn sync(&self, file: &File) -> WalResult<()> {
         #[cfg(test)]
         if super::FailPoints::hit(&self.shared.failpoints.syncs) {
-            return Err(self.failed("fdatasync", std::io::Error::other("injected sync failure")));
+            let err = std::io::Error::other("injected sync failure");
+            return Err(WalError::failed("fdatasync of the active segment", err));
         }
-        self.active
-            .sync_data()
-            .map_err(|e| self.failed("fdatasync", e))
+        file.sync_data()
+            .map_err(|e| WalError::failed("fdatasync of the active segment", e))
     }
 
-    /// Makes the prepared spare the segment that starts at `base`.
-    fn roll(&mut self, base: u64) -> WalResult<()> {
+    /// Makes the segment that starts at `base` the active one.
+    fn roll(&mut self, log: &mut Log, base: u64) -> WalResult<()> {
         let (file, spare) = match housekeeper::take_spare(&self.shared) {
             Some(spare) => spare,
             None => self.segment_now()?,
@@ -245,10 +347,10 @@ impl Writer {
             )
         })?;
         self.shared.sync_dir()?;
+        log.files = writer_handles(file, &path)?;
         tracing::debug!(segment = %path.display(), "file WAL rolled over");
-        self.active = file;
-        self.active_base = base;
-        self.active_path = path.clone();
+        log.base = base;
+        log.path = path.clone();
         self.shared
             .segments
             .lock()
@@ -265,9 +367,24 @@ impl Writer {
         tracing::debug!(file = %path.display(), "file WAL: no spare ready, preallocated one");
         Ok((file, path))
     }
+}
 
-    fn failed(&self, what: &str, err: std::io::Error) -> WalError {
-        WalError::failed(format!("{what} of {}", self.active_path.display()), err)
+impl Shared {
+    /// Raises the durable point to `end` and resolves, in order, every append below it.
+    fn resolve(&self, end: u64) {
+        let mut durability = self.durability.lock();
+        if durability.failed {
+            return;
+        }
+        let durable = self.durable.fetch_max(end, Ordering::SeqCst).max(end);
+        while let Some(&(position, until, _)) = durability.waiting.front() {
+            if until > durable {
+                break;
+            }
+            if let Some((_, _, done)) = durability.waiting.pop_front() {
+                let _ = done.send(Ok(WalPosition(position)));
+            }
+        }
     }
 }
 
