@@ -20,6 +20,7 @@ async fn a_tailing_reader_sees_no_hole_and_nothing_unacknowledged() {
         // as entries are evicted under it.
         let mut node = Node::new(dir.path(), 1);
         node.settings.log_cache_bytes = 384 << 10;
+        node.settings.max_batch_bytes = 64 << 10;
         let store = node.open(&backend.store, &backend.prefix).await;
         let s = Arc::new(store.create_stream().await.unwrap());
         let acked = Arc::new(AtomicU64::new(0));

@@ -232,6 +232,7 @@ async fn appends_wait_for_memory_instead_of_growing_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::new(dir.path(), 1);
     node.settings.log_cache_bytes = 64 << 10;
+    node.settings.max_batch_bytes = 16 << 10;
     node.settings.upload_threshold_bytes = 1 << 30;
     node.settings.upload_interval_ms = 60_000;
     let store = node.open(&backend.store, &backend.prefix).await;

@@ -102,6 +102,7 @@ async fn run(ops: Vec<Op>) {
     let mut node = Node::new(dir.path(), 1);
     node.settings.upload_threshold_bytes = 8 << 10;
     node.settings.log_cache_bytes = 64 << 10;
+    node.settings.max_batch_bytes = 16 << 10;
     node.settings.block_bytes = 2 << 10;
     let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let prefix = Path::from("model");
