@@ -181,6 +181,12 @@ async fn a_closed_stream_is_handed_to_another_node_and_the_old_handle_is_fenced(
             sa.append(batch(0, 99)).await.is_err(),
             "the old handle never succeeds again"
         );
+        let e = a.delete_stream(sb.id()).await.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::InvalidInput,
+            "delete under a live owner: {e}"
+        );
         check_dense(
             &read_all(&sb, Offset(0), sb.confirmed_offset().unwrap()).await,
             0,

@@ -197,16 +197,33 @@ impl Store {
         // data of a deleted stream.
         let local_epoch = {
             let mut core = self.inner.core.lock();
-            core.streams.get_mut(&id).map(|s| {
-                s.status = StreamStatus::Closed;
-                s.epoch
-            })
+            core.streams
+                .get_mut(&id)
+                .filter(|s| s.status == StreamStatus::Open)
+                .map(|s| {
+                    s.status = StreamStatus::Closed;
+                    s.epoch
+                })
         };
         if local_epoch.is_some() {
             self.inner.flush_all().await?;
         }
         let state = self.inner.meta.refresh().await?;
         let meta = state.stream(id).ok_or(ErrorDetail::UnknownStream(id))?;
+        if local_epoch.is_none() && meta.status == crate::manifest::StreamStatus::Open {
+            // Deleting a stream under a live owner would fail that owner's uploads.
+            let owner_fenced = state
+                .node(meta.owner)
+                .is_some_and(|n| n.is_fenced(meta.owner_node_epoch));
+            if meta.owner != self.inner.node && !owner_fenced {
+                return Err(ErrorDetail::StreamBusy {
+                    stream: id,
+                    owner: meta.owner,
+                    epoch: meta.epoch,
+                }
+                .into());
+            }
+        }
         self.inner
             .meta
             .commit(Change::DeleteStream {
