@@ -4,14 +4,14 @@
 //!
 //! - [`FileWal`] (this module) takes calls. `append` fixes a record's position under the queue
 //!   lock, pushes it to the queue and returns a future on a oneshot channel.
-//! - The writer threads ([`writer`]) are the group commit: one at a time takes every append
+//! - The writer threads (module `writer`) are the group commit: one at a time takes every append
 //!   queued at that moment, encodes their frames into one reused buffer and writes it with one
 //!   `pwrite`; then, outside the lock, it makes them durable with one `fdatasync` and resolves
 //!   the futures in order, while the next writer takes the appends that arrived meanwhile. No
 //!   writer sleeps or lingers to grow a batch.
-//! - The housekeeper thread ([`housekeeper`]) zero-fills the next segment in advance, so that a
-//!   rollover costs a rename and a directory sync, and deletes trimmed segments.
-//! - Recovery ([`recovery`]) runs in [`FileWal::open`]: it validates every frame, cuts a torn
+//! - The housekeeper thread (module `housekeeper`) zero-fills the next segment in advance, so
+//!   that a rollover costs a rename and a directory sync, and deletes trimmed segments.
+//! - Recovery (module `recovery`) runs in [`FileWal::open`]: it validates every frame, cuts a torn
 //!   tail and reports corruption anywhere else.
 //!
 //! # Invariants

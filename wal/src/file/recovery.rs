@@ -14,8 +14,9 @@
 //!    the rest of the segment is scanned at frame alignment for frames that are valid at their
 //!    place. One whose write batch starts after the bad frame proves the bad frame had been
 //!    synced before that frame was written, so the bad frame is corruption. Otherwise the bad
-//!    frame was still being written when the log stopped: a torn tail. It is cut by zeroing the rest of the segment (and syncing),
-//!    so that new appends continue at that position and nothing stale lingers after them.
+//!    frame was still being written when the log stopped: a torn tail. It is cut by zeroing the
+//!    rest of the segment (and syncing), so that new appends continue at that position and
+//!    nothing stale lingers after them.
 //!
 //! Corruption fails the open with an error naming the file and the byte offset. A complete spare
 //! left by an earlier run is adopted if it has the current segment size; other spares are

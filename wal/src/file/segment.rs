@@ -8,11 +8,13 @@
 //!
 //! Segments are born complete: a new one is written as a spare full of zeros under a temporary
 //! name (`spare-N.wal.tmp`), synced with its metadata and renamed `spare-N.wal`; at rollover the
-//! writer renames it to its segment name and syncs the directory. Zeros written in advance (rather than `fallocate`d, which leaves unwritten extents
-//! whose conversion every `fdatasync` must journal, or a file grown by each write, whose size
-//! every `fdatasync` must persist) let an append's `fdatasync` write data blocks only: on the
-//! ext4 disk this was measured on, 4 KiB pwrite + fdatasync took 105 µs p50 into zeroed space,
-//! 155 µs into fallocated space and 185 µs at the end of a growing file. A finished spare
+//! writer renames it to its segment name and syncs the directory.
+//!
+//! Zeros written in advance (rather than `fallocate`d, which leaves unwritten extents whose
+//! conversion a sync must also write, or a file grown by each write, whose size every sync must
+//! persist) let an append's `fdatasync` write data blocks only: on the ext4 disk this was
+//! measured on, 4 KiB pwrite + fdatasync took 105 µs p50 into zeroed space, 155 µs into
+//! fallocated space and 185 µs at the end of a growing file. A finished spare
 //! outlives the WAL that prepared it and is adopted by the next open, so a restart does not
 //! rewrite a segment's worth of zeros; half-written ones are deleted.
 
