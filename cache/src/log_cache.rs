@@ -17,8 +17,13 @@
 //! Uploads commit strictly in order, so each watermark only moves forward and each class is a
 //! prefix of the global order. Per stream, entries are in offset order, and a tail read returns
 //! cheap clones of the cached values (for `Bytes` payloads: no copy).
+//!
+//! Reads count hits (the cache held the first offset asked for), misses, the bytes they returned
+//! and the bytes evicted, as plain numbers ([`LogCache::stats`]); the counters are atomics so
+//! that reads stay `&self`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A value the cache can hold: it knows how many offsets it spans and how many bytes it costs.
 pub trait CachedBatch: Clone {
@@ -68,6 +73,27 @@ pub struct CacheUsage {
     pub pending_bytes: u64,
 }
 
+/// Read counters of a [`LogCache`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogCacheStats {
+    /// Reads whose first offset the cache held.
+    pub hits: u64,
+    /// Reads whose first offset it did not hold (they go to objects).
+    pub misses: u64,
+    /// Bytes (by [`CachedBatch::weight`]) that hits returned.
+    pub hit_bytes: u64,
+    /// Bytes evicted after their upload was committed.
+    pub evicted_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    hit_bytes: AtomicU64,
+    evicted_bytes: AtomicU64,
+}
+
 /// Recent appends per stream. Not thread-safe by itself: the store wraps it in its append lock.
 #[derive(Debug)]
 pub struct LogCache<V> {
@@ -83,6 +109,7 @@ pub struct LogCache<V> {
     committed_bytes: u64,
     sealed_bytes: u64,
     durable_bytes: u64,
+    counters: Counters,
 }
 
 impl<V: CachedBatch> LogCache<V> {
@@ -100,6 +127,18 @@ impl<V: CachedBatch> LogCache<V> {
             committed_bytes: 0,
             sealed_bytes: 0,
             durable_bytes: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Read counters so far.
+    pub fn stats(&self) -> LogCacheStats {
+        let c = &self.counters;
+        LogCacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            hit_bytes: c.hit_bytes.load(Ordering::Relaxed),
+            evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -226,11 +265,14 @@ impl<V: CachedBatch> LogCache<V> {
     /// overlaps), as `(base offset, value)`. Returns `None` when the cache does not hold
     /// `start` (a miss: read objects).
     pub fn read(&self, stream: u64, start: u64, end: u64, max_bytes: u64) -> Option<Vec<(u64, V)>> {
-        let entries = self.streams.get(&stream)?;
-        let first = entries.front()?;
-        if first.base_offset > start {
+        let held = self
+            .streams
+            .get(&stream)
+            .filter(|e| e.front().is_some_and(|first| first.base_offset <= start));
+        let Some(entries) = held else {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
-        }
+        };
         // Entries are dense and in offset order: find the one holding `start`.
         let idx = entries.partition_point(|e| e.next_offset() <= start);
         let mut out = Vec::new();
@@ -242,6 +284,8 @@ impl<V: CachedBatch> LogCache<V> {
             bytes += e.value.weight();
             out.push((e.base_offset, e.value.clone()));
         }
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        self.counters.hit_bytes.fetch_add(bytes, Ordering::Relaxed);
         Some(out)
     }
 
@@ -298,6 +342,9 @@ impl<V: CachedBatch> LogCache<V> {
             self.committed_bytes -= weight;
             self.sealed_bytes -= weight;
             self.durable_bytes -= weight;
+            self.counters
+                .evicted_bytes
+                .fetch_add(weight, Ordering::Relaxed);
         }
     }
 }
@@ -334,6 +381,25 @@ mod tests {
             "at least one"
         );
         assert_eq!(c.read(2, 0, 100, 5), None);
+    }
+
+    #[test]
+    fn reads_count_hits_misses_and_returned_bytes() {
+        let mut c = LogCache::new(1 << 20);
+        c.insert(1, 0, B(2, 10));
+        c.insert(1, 2, B(3, 20));
+        assert!(c.read(1, 0, 100, 1000).is_some());
+        assert!(c.read(1, 3, 100, 1000).is_some());
+        assert!(c.read(2, 0, 100, 1000).is_none());
+        assert_eq!(
+            c.stats(),
+            LogCacheStats {
+                hits: 2,
+                misses: 1,
+                hit_bytes: 50,
+                evicted_bytes: 0
+            }
+        );
     }
 
     #[test]
@@ -387,6 +453,7 @@ mod tests {
         assert_eq!(c.first_offset(1), Some(3));
         assert_eq!(c.read(1, 0, 10, 100), None, "evicted offsets are a miss");
         assert_eq!(c.usage().unflushed_bytes, 20);
+        assert_eq!(c.stats().evicted_bytes, 30);
     }
 
     #[test]
