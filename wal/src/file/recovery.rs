@@ -36,6 +36,10 @@ use super::segment::{self, SegmentFile};
 use crate::frame::{self, Decoded, RawHeader};
 use crate::{WalError, WalPosition, WalRecord, WalResult};
 
+/// The largest segment base accepted (2^62): far beyond any real log, and low enough that
+/// positions computed from it never overflow.
+const MAX_BASE: u64 = 1 << 62;
+
 /// What recovery found.
 pub(super) struct Recovered {
     /// The segments, oldest first.
@@ -93,6 +97,12 @@ pub(super) fn recover(dir: &Path, segment_bytes: u64) -> WalResult<Recovered> {
     for (i, seg) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
         let name = seg.path.display();
+        if seg.base > MAX_BASE {
+            return Err(WalError::corruption(
+                format!("{name} at byte 0"),
+                format!("the segment's position {} is out of range", seg.base),
+            ));
+        }
         if let Some(end) = data_end {
             if seg.base != end {
                 return Err(WalError::corruption(
@@ -360,6 +370,19 @@ mod tests {
         data[200] = 1;
         let err = scan(&seg(0), &data, false).unwrap_err();
         assert!(err.to_string().contains("at byte 200"), "{err}");
+    }
+
+    #[test]
+    fn a_segment_named_past_the_position_range_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(segment::segment_name(u64::MAX - 8)),
+            [0u8; 64],
+        )
+        .unwrap();
+        let err = recover(dir.path(), 4096).err().unwrap();
+        assert_eq!(err.kind(), crate::WalErrorKind::Corruption);
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 
     #[test]
