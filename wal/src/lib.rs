@@ -11,6 +11,9 @@
 //! length, logical position and a crc32c over header and body, so a torn tail is detected and cut
 //! and corruption before the tail is reported, never skipped.
 //!
+//! Backends: [`FileWal`], a directory of preallocated segment files on a local disk with group
+//! commit (see [`file`]).
+//!
 //! After a failed write or fsync a WAL refuses every later call: the outcome of the failed write
 //! is unknown, and retrying past a failed fsync can silently lose data.
 
