@@ -12,7 +12,7 @@
 //! and corruption before the tail is reported, never skipped.
 //!
 //! Backends: [`FileWal`], a directory of preallocated segment files on a local disk with group
-//! commit (see [`file`]).
+//! commit (see [`mod@file`]).
 //!
 //! After a failed write or fsync a WAL refuses every later call: the outcome of the failed write
 //! is unknown, and retrying past a failed fsync can silently lose data.
