@@ -420,7 +420,8 @@ impl fmt::Debug for FileWal {
 }
 
 impl Drop for FileWal {
-    /// Writes what is queued, then stops both threads and waits for them.
+    /// Writes and syncs what is queued, then stops the threads and waits for them (so it blocks
+    /// for about one sync).
     fn drop(&mut self) {
         self.shared.queue.lock().closing = true;
         self.shared.queue_ready.notify_all();
