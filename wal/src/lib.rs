@@ -23,9 +23,11 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+pub mod block;
 pub mod file;
 pub mod frame;
 
+pub use block::{BlockWal, BlockWalOptions};
 pub use file::{FileWal, FileWalOptions};
 
 /// A logical position in a WAL: the byte offset of a record's frame in the log's own address

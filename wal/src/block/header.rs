@@ -79,7 +79,8 @@ impl Header {
         if slot.iter().all(|&b| b == 0) {
             return Ok(None);
         }
-        let u32_at = |at: usize| u32::from_le_bytes([slot[at], slot[at + 1], slot[at + 2], slot[at + 3]]);
+        let u32_at =
+            |at: usize| u32::from_le_bytes([slot[at], slot[at + 1], slot[at + 2], slot[at + 3]]);
         let u64_at = |at: usize| {
             let mut b = [0; 8];
             b.copy_from_slice(&slot[at..at + 8]);
@@ -138,7 +139,11 @@ pub fn read_slots(dev: &dyn BlockDevice, buf: &mut AlignedBuf) -> WalResult<Slot
             };
             Err(WalError::corruption(
                 format!("{} at offset 0", dev.name()),
-                format!("no valid header slot (slot 0: {}; slot 1: {})", why(a), why(b)),
+                format!(
+                    "no valid header slot (slot 0: {}; slot 1: {})",
+                    why(a),
+                    why(b)
+                ),
             ))
         }
     }

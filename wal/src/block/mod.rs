@@ -1,0 +1,366 @@
+//! The block WAL: a ring buffer on a block device or a preallocated file, written with
+//! `O_DIRECT` in 4 KiB-aligned writes.
+//!
+//! # Device layout
+//!
+//! ```text
+//! byte 0       header slot 0 (4 KiB)   } two alternating header slots (module `header`)
+//! byte 4096    header slot 1 (4 KiB)   }
+//! byte 8192    the ring: `capacity - 8192` bytes of frames (module `ring`)
+//! ```
+//!
+//! # Roles
+//!
+//! - [`BlockWal`] (this module) takes calls: `append` queues a record and returns a future on a
+//!   oneshot channel; `trim` asks for a header write; `replay` hands out what the open found.
+//! - The writer thread (module `writer`) is the group commit and the only writer after the
+//!   open; it also persists trims and notices a takeover.
+//! - Recovery (module `ring`) runs in [`BlockWal::open_device`], after the new header is written.
+//! - The device seam (module `device`) is a small trait with an `O_DIRECT` implementation and an
+//!   in-memory one that can crash mid-write.
+//!
+//! # Takeover
+//!
+//! Every header carries the node id and node epoch of its writer. Opening with a node epoch
+//! lower than the header's fails with [`WalErrorKind::Fenced`]; otherwise the open writes a
+//! header with the opener's identity *before* replaying, so that a previous writer still holding
+//! the device finds a header it did not write the next time it writes one (it re-reads both
+//! slots first) and fails with [`WalErrorKind::Fenced`] from then on. Between the takeover and
+//! that header write, the previous writer's appends may still reach the ring and be lost to the
+//! new owner: detaching the volume from the failed node (or fencing it with NVMe reservations on
+//! EBS Multi-Attach) before the takeover is the orchestrator's job, not this crate's.
+//!
+//! # Invariants
+//!
+//! 1. Writes start at 4 KiB-aligned positions and never cross the ring's end; no block holding
+//!    an acknowledged record is rewritten.
+//! 2. A write only covers positions below `trim + ring size`, where `trim` is in a durable
+//!    header: untrimmed data is never overwritten, and recovery always starts at a place where
+//!    a write started.
+//! 3. An append resolves after the write holding it was made durable; appends resolve in call
+//!    order.
+//! 4. After a failed write, sync or header write, or a takeover, every later call fails.
+//!
+//! The options that size writes (`max_record_bytes`, `max_batch_bytes`) must not shrink between
+//! opens of one device: recovery uses them to bound how far it looks past a torn tail.
+
+mod device;
+mod header;
+mod ring;
+mod writer;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
+
+use crate::frame;
+use crate::{Wal, WalError, WalErrorKind, WalFuture, WalPosition, WalRecord, WalResult};
+pub use device::{AlignedBuf, BlockDevice, BufferPool, DirectFile, MemDevice, BLOCK, SECTOR};
+use header::Slots;
+pub use header::{Header, HEADER_AREA, HEADER_MAGIC};
+use ring::{align_up, Ring};
+use writer::{Pending, Queue};
+
+/// How a write is made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Open the device with `O_DSYNC`: every write is durable when it returns.
+    Dsync,
+    /// Follow every write with `fdatasync`.
+    Fdatasync,
+}
+
+/// Tunables of a [`BlockWal`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockWalOptions {
+    /// When the path does not exist, create a regular file of this many bytes (rounded down to
+    /// 4 KiB). `None` requires the path to exist (a block device or a preallocated file).
+    pub create_bytes: Option<u64>,
+    /// The largest record `append` accepts. Default 1 MiB.
+    pub max_record_bytes: usize,
+    /// A write takes appends until it holds this many bytes (a single larger record still
+    /// goes alone). Default 1 MiB.
+    pub max_batch_bytes: usize,
+    /// How writes are made durable. Default [`Durability::Dsync`].
+    pub durability: Durability,
+}
+
+impl Default for BlockWalOptions {
+    fn default() -> Self {
+        BlockWalOptions {
+            create_bytes: None,
+            max_record_bytes: 1 << 20,
+            max_batch_bytes: 1 << 20,
+            durability: Durability::Dsync,
+        }
+    }
+}
+
+/// State shared by the handle and the writer thread.
+struct Shared {
+    dev: Arc<dyn BlockDevice>,
+    ring: Ring,
+    max_batch: u64,
+    pool: BufferPool,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    replay: Mutex<Vec<WalRecord>>,
+}
+
+/// The block WAL. See the module docs.
+pub struct BlockWal {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+    max_record: usize,
+}
+
+impl fmt::Debug for BlockWal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockWal")
+            .field("device", &self.shared.dev.name())
+            .field("ring", &self.shared.ring.size)
+            .finish()
+    }
+}
+
+impl BlockWal {
+    /// Opens the WAL on `path` (a block device or a preallocated file; created when missing
+    /// and [`BlockWalOptions::create_bytes`] is set) with `O_DIRECT`, as node `node_id` at
+    /// `node_epoch`. See [`BlockWal::open_device`].
+    pub fn open(
+        path: impl AsRef<Path>,
+        node_id: u64,
+        node_epoch: u64,
+        options: BlockWalOptions,
+    ) -> WalResult<BlockWal> {
+        let path = path.as_ref();
+        let create = options
+            .create_bytes
+            .map(|b| b / BLOCK as u64 * BLOCK as u64);
+        let dev = DirectFile::open(path, create, options.durability == Durability::Dsync).map_err(
+            |e: io::Error| WalError::failed(format!("opening {} with O_DIRECT", path.display()), e),
+        )?;
+        BlockWal::open_device(Arc::new(dev), node_id, node_epoch, options)
+    }
+
+    /// Opens the WAL on `dev` as node `node_id` at `node_epoch`: reads the header, refuses with
+    /// [`WalErrorKind::Fenced`] when it carries a higher node epoch, writes a header with the
+    /// opener's identity, then recovers the ring (cutting a torn tail, failing with
+    /// [`WalErrorKind::Corruption`] on damage before it) and starts the writer thread.
+    pub fn open_device(
+        dev: Arc<dyn BlockDevice>,
+        node_id: u64,
+        node_epoch: u64,
+        options: BlockWalOptions,
+    ) -> WalResult<BlockWal> {
+        let invalid = |m: String| WalError::new(WalErrorKind::InvalidInput, m);
+        let max_frame = frame::frame_len(options.max_record_bytes) as u64;
+        let max_write = align_up(max_frame.max(options.max_batch_bytes as u64));
+        let mut block = AlignedBuf::new(2 * BLOCK);
+        let current = header::read_slots(&*dev, &mut block)?;
+        let previous = match current {
+            Slots::Fresh => None,
+            Slots::Valid(h) => Some(h),
+        };
+        let capacity = match previous {
+            Some(h) => {
+                if h.capacity > dev.len()
+                    || h.capacity % BLOCK as u64 != 0
+                    || h.capacity <= HEADER_AREA
+                    || h.trim % BLOCK as u64 != 0
+                {
+                    return Err(WalError::corruption(
+                        format!("{} at offset 0", dev.name()),
+                        format!(
+                            "header claims capacity {} and trim {} on a device of {} bytes",
+                            h.capacity,
+                            h.trim,
+                            dev.len()
+                        ),
+                    ));
+                }
+                if h.node_epoch > node_epoch {
+                    return Err(WalError::new(
+                        WalErrorKind::Fenced,
+                        format!(
+                            "{} belongs to node {} at node epoch {}, above this opener's {}",
+                            dev.name(),
+                            h.node_id,
+                            h.node_epoch,
+                            node_epoch
+                        ),
+                    ));
+                }
+                h.capacity
+            }
+            None => dev.len() / BLOCK as u64 * BLOCK as u64,
+        };
+        let ring = Ring {
+            size: capacity.saturating_sub(HEADER_AREA),
+        };
+        if ring.size < 4 * max_write {
+            return Err(invalid(format!(
+                "a ring of {} bytes is too small for writes of up to {max_write} bytes (it \
+                 must hold four)",
+                ring.size
+            )));
+        }
+        let mine = Header {
+            capacity,
+            trim: previous.map_or(0, |h| h.trim),
+            node_id,
+            node_epoch,
+            sequence: previous.map_or(1, |h| h.sequence + 1),
+        };
+        header::write_slot(&*dev, &mine, &mut block)?;
+
+        let window = (2 * max_write + BLOCK as u64).min(ring.size);
+        let recovered = ring::recover(&*dev, ring, mine.trim, max_frame, window)?;
+        let mut zero_buf = AlignedBuf::new(max_write.min(1 << 20) as usize);
+        let zero_to = (recovered.cut + max_write + BLOCK as u64).min(mine.trim + ring.size);
+        ring::zero_range(&*dev, ring, recovered.cut, zero_to, &mut zero_buf)?;
+
+        let shared = Arc::new(Shared {
+            dev,
+            ring,
+            max_batch: options.max_batch_bytes as u64,
+            pool: BufferPool::new(max_write as usize),
+            queue: Mutex::new(Queue {
+                pending: VecDeque::new(),
+                next: align_up(recovered.cut),
+                trim: mine.trim,
+                trim_target: None,
+                trim_waiters: Vec::new(),
+                write_starts: recovered.write_starts.into(),
+                header: mine,
+                failed: None,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            replay: Mutex::new(recovered.records),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("block-wal-writer".to_string())
+                .spawn(move || writer::run(shared))
+                .map_err(|e| WalError::failed("starting the block WAL writer", e))?
+        };
+        Ok(BlockWal {
+            shared,
+            writer: Some(writer),
+            max_record: options.max_record_bytes,
+        })
+    }
+
+    /// The device's name.
+    pub fn device_name(&self) -> String {
+        self.shared.dev.name()
+    }
+
+    /// Ring bytes (the device's capacity minus the header area).
+    pub fn ring_bytes(&self) -> u64 {
+        self.shared.ring.size
+    }
+
+    /// The position the next write starts at.
+    pub fn next_position(&self) -> WalPosition {
+        WalPosition(self.shared.queue.lock().next)
+    }
+
+    /// The trim position in the newest header this WAL wrote.
+    pub fn trim_position(&self) -> WalPosition {
+        WalPosition(self.shared.queue.lock().trim)
+    }
+}
+
+fn ready<T: Send + 'static>(r: WalResult<T>) -> WalFuture<T> {
+    Box::pin(std::future::ready(r))
+}
+
+fn closed_channel() -> WalError {
+    WalError::new(WalErrorKind::Failed, "the block WAL writer stopped")
+}
+
+impl Wal for BlockWal {
+    fn append(&self, record: Bytes) -> WalFuture<WalPosition> {
+        if record.len() > self.max_record {
+            return ready(Err(WalError::new(
+                WalErrorKind::InvalidInput,
+                format!(
+                    "a record of {} bytes is over the limit of {}",
+                    record.len(),
+                    self.max_record
+                ),
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = self.shared.queue.lock();
+            if let Some(err) = &q.failed {
+                return ready(Err(err.clone()));
+            }
+            q.pending.push_back(Pending { record, done: tx });
+        }
+        self.shared.wake.notify_all();
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed_channel())) })
+    }
+
+    fn trim(&self, before: WalPosition) -> WalFuture<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = self.shared.queue.lock();
+            if let Some(err) = &q.failed {
+                return ready(Err(err.clone()));
+            }
+            if before.0 > q.next {
+                return ready(Err(WalError::new(
+                    WalErrorKind::InvalidInput,
+                    format!("trim to {before} is past the end of the log at {}", q.next),
+                )));
+            }
+            if before.0 <= q.trim && q.trim_target.is_none() {
+                return ready(Ok(()));
+            }
+            q.trim_target = Some(q.trim_target.map_or(before.0, |t| t.max(before.0)));
+            q.trim_waiters.push(tx);
+        }
+        self.shared.wake.notify_all();
+        let before = before.0;
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| Err(closed_channel()))?;
+            shared.replay.lock().retain(|r| r.position.0 >= before);
+            Ok(())
+        })
+    }
+
+    fn replay(&self) -> WalFuture<Vec<WalRecord>> {
+        let result = match self.shared.queue.lock().failed.clone() {
+            Some(err) => Err(err),
+            None => Ok(self.shared.replay.lock().clone()),
+        };
+        ready(result)
+    }
+
+    fn max_record_size(&self) -> usize {
+        self.max_record
+    }
+}
+
+impl Drop for BlockWal {
+    fn drop(&mut self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.wake.notify_all();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
