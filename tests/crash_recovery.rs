@@ -101,12 +101,35 @@ async fn verify(
     dir: &Path,
     acked: &HashMap<u64, BTreeMap<u64, u64>>,
     label: &str,
-) {
-    let store = Node::new(dir, 1).open(objects, prefix).await;
+    takeover: bool,
+) -> usize {
+    let mut recovered = 0;
+    let store = if takeover {
+        // Another node takes the killed node over through its WAL directory.
+        let store = Node::new(dir, 2).open(objects, prefix).await;
+        let failed = Node::new(dir, 1);
+        let wal = objstream_wal::FileWal::open(
+            &failed.wal_dir,
+            objstream_wal::FileWalOptions {
+                segment_bytes: 4 << 20,
+                max_record_bytes: 2 << 20,
+            },
+        )
+        .unwrap();
+        let report = store
+            .recover_node(objstream::NodeId(1), Arc::new(wal))
+            .await
+            .unwrap();
+        assert!(report.millis < 60_000, "{label}: {report:?}");
+        recovered = report.batches_recovered;
+        store
+    } else {
+        Node::new(dir, 1).open(objects, prefix).await
+    };
     let Ok(ids) = std::fs::read_to_string(dir.join("streams")) else {
         assert!(acked.is_empty(), "{label}: acks without streams");
         store.shutdown().await.unwrap();
-        return;
+        return recovered;
     };
     for id in ids.split_whitespace() {
         let id: u64 = id.parse().unwrap();
@@ -140,6 +163,7 @@ async fn verify(
         s.close().await.unwrap();
     }
     store.shutdown().await.unwrap();
+    recovered
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,11 +172,23 @@ async fn acknowledged_appends_survive_sigkill_at_random_moments() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
+    kill_cycles(cycles, false).await;
+}
+
+/// The killed node does not come back: another node recovers it from its WAL, and the next
+/// child (node 1 again) continues the streams after that node hands them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_taken_over_by_another_node_with_nothing_acknowledged_lost() {
+    kill_cycles(6, true).await;
+}
+
+async fn kill_cycles(cycles: u64, takeover: bool) {
     for backend in support::backends() {
         let dir = tempfile::tempdir().unwrap();
         let mut acked: HashMap<u64, BTreeMap<u64, u64>> = HashMap::new();
         let mut rng = 0x2545_F491_4F6C_DD1Du64;
         let started = Instant::now();
+        let mut recovered = 0;
         for cycle in 0..cycles {
             let mut child = Command::new(std::env::current_exe().unwrap())
                 .args([
@@ -165,7 +201,9 @@ async fn acknowledged_appends_survive_sigkill_at_random_moments() {
                 .env("OBJSTREAM_CRASH_BACKEND", backend.name)
                 .env("OBJSTREAM_CRASH_PREFIX", backend.prefix.as_ref())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(
+                    std::fs::File::create(dir.path().join(format!("child-{cycle}.log"))).unwrap(),
+                )
                 .spawn()
                 .unwrap();
             let stdout = child.stdout.take().unwrap();
@@ -173,23 +211,30 @@ async fn acknowledged_appends_survive_sigkill_at_random_moments() {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let run_for = Duration::from_millis(30 + rng % 400);
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let reader = std::thread::spawn(move || {
                 let mut lines = Vec::new();
                 let mut r = BufReader::new(stdout);
                 let mut line = String::new();
                 while r.read_line(&mut line).unwrap_or(0) > 0 {
                     if line.ends_with('\n') {
+                        if line.ends_with("ready\n") {
+                            let _ = ready_tx.send(());
+                        }
                         lines.push(line.trim_end().to_string());
                     }
                     line.clear();
                 }
                 lines
             });
-            // Let the child get going (open, recovery), then kill it at a random moment.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !dir.path().join("streams").exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            // Let the child open (and recover), then kill it at a random moment of its appends.
+            ready_rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    let log =
+                        std::fs::read_to_string(dir.path().join(format!("child-{cycle}.log")));
+                    panic!("cycle {cycle}: the child did not get ready: {log:?}")
+                });
             std::thread::sleep(run_for);
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
@@ -202,7 +247,22 @@ async fn acknowledged_appends_survive_sigkill_at_random_moments() {
             }
             let label = format!("{} cycle {cycle} ({this_cycle} acks)", backend.name);
             let objects = objects_for(backend.name, dir.path());
-            verify(&objects, &backend.prefix, dir.path(), &acked, &label).await;
+            recovered += verify(
+                &objects,
+                &backend.prefix,
+                dir.path(),
+                &acked,
+                &label,
+                takeover,
+            )
+            .await;
+        }
+        if takeover {
+            assert!(
+                recovered > 0,
+                "{}: no takeover found uncommitted batches",
+                backend.name
+            );
         }
         let total: usize = acked.values().map(|m| m.len()).sum();
         assert!(
@@ -211,7 +271,7 @@ async fn acknowledged_appends_survive_sigkill_at_random_moments() {
             backend.name
         );
         eprintln!(
-            "{}: {cycles} kill cycles, {total} acknowledged batches verified in {:.1} s",
+            "{}: {cycles} kill cycles, {total} acknowledged batches verified ({recovered} recovered by another node) in {:.1} s",
             backend.name,
             started.elapsed().as_secs_f64()
         );

@@ -32,6 +32,7 @@ mod components;
 mod core;
 mod recovery;
 mod stream;
+mod takeover;
 
 use std::sync::{Arc, Weak};
 
@@ -45,10 +46,11 @@ pub use self::components::Components;
 pub use self::core::AppendResult;
 pub(crate) use self::core::{Core, InFlight, StreamState, StreamStatus, Waiting};
 pub use self::stream::{AppendFuture, Stream};
+pub use self::takeover::NodeRecovery;
 
 use crate::error::{Error, ErrorDetail, Result};
 use crate::manifest::{Change, MetaStore, Outcome};
-use crate::read::ObjectReader;
+use crate::read::{ObjectReader, ReadStats};
 use crate::settings::Settings;
 use crate::types::{Epoch, NodeId, StreamId};
 use crate::upload::{self, UploadCommand};
@@ -95,6 +97,8 @@ impl Store {
     pub async fn open(settings: Settings, components: Components) -> Result<Store> {
         settings.validate()?;
         let parts = components.resolve(&settings).await?;
+        let reader =
+            ObjectReader::open(parts.objects.clone(), parts.prefix.clone(), &settings).await?;
         let committed = parts
             .meta
             .commit(Change::OpenNode {
@@ -112,11 +116,7 @@ impl Store {
         let inner = Arc::new(StoreInner {
             node: settings.node_id,
             node_epoch,
-            reader: ObjectReader::new(
-                parts.objects.clone(),
-                parts.prefix.clone(),
-                settings.block_cache_bytes,
-            ),
+            reader,
             core: Mutex::new(Core::new(settings.log_cache_bytes)),
             settings,
             objects: parts.objects,
@@ -142,6 +142,22 @@ impl Store {
     /// This node's epoch: rises each time the node opens.
     pub fn node_epoch(&self) -> Epoch {
         self.inner.node_epoch
+    }
+
+    /// Counters of the read path: hits per tier, object-store GETs and bytes, read-ahead use
+    /// and waste (see [`ReadStats`] for which reads fill which tier).
+    pub fn read_stats(&self) -> ReadStats {
+        let mut stats = ReadStats::default();
+        {
+            let core = self.inner.core.lock();
+            let log = core.cache.stats();
+            stats.log_cache_hits = log.hits;
+            stats.log_cache_misses = log.misses;
+            stats.log_cache_hit_bytes = log.hit_bytes;
+            stats.log_cache_held_bytes = core.cache.usage().total_bytes;
+        }
+        self.inner.reader.fill_stats(&mut stats);
+        stats
     }
 
     /// Creates a stream, open on this node with epoch 1.

@@ -9,7 +9,7 @@
 //! commit. After a commit, the seal's cache entries become evictable, appends waiting for memory
 //! are admitted, and flushes whose data is now committed return.
 
-mod build;
+pub(crate) mod build;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -225,7 +225,7 @@ async fn take_ids(store: &StoreInner, ids: &mut IdPool, count: u64) -> Result<u6
     Ok(first)
 }
 
-async fn put_object(
+pub(crate) async fn put_object(
     objects: &Arc<dyn ObjectStore>,
     prefix: &Path,
     id: crate::types::ObjectId,

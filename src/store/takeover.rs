@@ -1,0 +1,198 @@
+//! Failover: this node finishes the work of a failed node.
+//!
+//! ```text
+//! 1. FenceNode(failed, its epoch)     the failed node can no longer commit, open or close
+//! 2. replay the failed node's WAL     (the caller opens it: a shared disk, a reattached volume,
+//!                                      an object WAL — whatever reaches it from here)
+//! 3. keep what is not yet committed   records of the failed node's open streams, under their
+//!                                      current epochs, at or past each committed end, dense
+//! 4. upload and commit it             as this node (the manifest lets a live node finish the
+//!                                      streams of a fenced one)
+//! 5. close those streams              any node may now open them, with a higher epoch
+//! ```
+//!
+//! The failed node's records are uploaded straight from the replay: they never enter this
+//! node's log cache or WAL, so this node's own appends are not held up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use objstream_cache::LogCache;
+use objstream_wal::Wal;
+
+use super::{Store, StoreInner};
+use crate::error::{Error, Result};
+use crate::manifest::{Change, Outcome, StreamStatus};
+use crate::types::{NodeId, Offset, RecordBatch, StreamId};
+use crate::upload::{build, put_object};
+use crate::wal_record;
+
+/// What [`Store::recover_node`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRecovery {
+    /// The failed node.
+    pub node: NodeId,
+    /// Streams it had open, now closed.
+    pub streams_closed: Vec<StreamId>,
+    /// WAL records read.
+    pub wal_records: usize,
+    /// Batches that were not yet in objects and now are.
+    pub batches_recovered: usize,
+    /// Their payload bytes.
+    pub bytes_recovered: u64,
+    /// Objects written.
+    pub objects_written: usize,
+    /// How long the whole recovery took, in milliseconds.
+    pub millis: u64,
+}
+
+impl Store {
+    /// Takes over a failed node: fences it in the manifest, replays its WAL (`wal`, opened by
+    /// the caller on whatever reaches the failed node's log), uploads and commits every
+    /// acknowledged batch that was not yet in objects, and closes its streams so that any node
+    /// can open them with a higher epoch.
+    ///
+    /// Safe to run again after a crash part way: what is committed already is skipped. If two
+    /// nodes recover the same node at once, one may fail with a conflict (`ErrorKind::Retry`);
+    /// running it again then finds the work done.
+    pub async fn recover_node(&self, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {
+        recover(&self.inner, failed, wal).await
+    }
+}
+
+async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {
+    if failed == inner.node {
+        return Err(Error::invalid(format!(
+            "{failed} cannot recover itself; reopen it instead"
+        )));
+    }
+    let started = Instant::now();
+    let state = inner.meta.refresh().await?;
+    let node = state
+        .node(failed)
+        .ok_or_else(|| Error::invalid(format!("{failed} has never opened")))?;
+    inner
+        .meta
+        .commit(Change::FenceNode {
+            node: failed,
+            epoch: node.epoch,
+        })
+        .await?;
+    tracing::info!(node = %failed, epoch = %node.epoch, by = %inner.node, "node fenced; recovering its WAL");
+    let state = inner.meta.refresh().await?;
+    let owned: HashMap<StreamId, _> = state
+        .streams_owned_by(failed)
+        .into_iter()
+        .filter_map(|id| state.stream(id).map(|s| (id, s.clone())))
+        .filter(|(_, s)| s.status == StreamStatus::Open)
+        .collect();
+    let records = wal.replay().await?;
+    let mut report = NodeRecovery {
+        node: failed,
+        wal_records: records.len(),
+        ..NodeRecovery::default()
+    };
+    let mut next: HashMap<StreamId, Offset> = owned.iter().map(|(id, s)| (*id, s.end)).collect();
+    let mut cache: LogCache<RecordBatch> = LogCache::new(u64::MAX);
+    for record in &records {
+        let logged = wal_record::decode(&record.payload, &record.position)?;
+        let (Some(meta), Some(expected)) =
+            (owned.get(&logged.stream), next.get_mut(&logged.stream))
+        else {
+            continue;
+        };
+        if logged.epoch != meta.epoch || logged.batch.next_offset() <= *expected {
+            continue;
+        }
+        if logged.batch.base_offset != *expected {
+            return Err(Error::corruption(
+                format!("{failed}'s WAL record at {}", record.position),
+                format!(
+                    "{} resumes at offset {} but the log holds nothing from {}",
+                    logged.stream, logged.batch.base_offset, expected
+                ),
+            ));
+        }
+        *expected = logged.batch.next_offset();
+        report.batches_recovered += 1;
+        report.bytes_recovered += logged.batch.batch.payload.len() as u64;
+        cache.insert(
+            logged.stream.0,
+            logged.batch.base_offset.0,
+            logged.batch.batch,
+        );
+    }
+    cache.mark_durable(cache.next_seq());
+    let epochs: HashMap<StreamId, _> = owned.iter().map(|(id, s)| (*id, s.epoch)).collect();
+    let plan = build::plan(cache.seal(), inner.settings.stream_split_bytes, |s| {
+        epochs.get(&s).copied()
+    });
+    if !plan.groups.is_empty() {
+        let committed = inner
+            .meta
+            .commit(Change::AllocateObjectIds {
+                node: inner.node,
+                node_epoch: inner.node_epoch,
+                count: plan.groups.len() as u64,
+            })
+            .await?;
+        let Outcome::ObjectIds(ids) = committed.outcome else {
+            return Err(Error::internal("allocating object ids returned no ids"));
+        };
+        let (block_bytes, compression) = (inner.settings.block_bytes, inner.settings.compression);
+        let built = tokio::task::spawn_blocking(move || {
+            plan.groups
+                .iter()
+                .zip(ids)
+                .map(|((kind, parts), id)| {
+                    build::build(crate::ObjectId(id), *kind, parts, block_bytes, compression)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("object encoding panicked: {e}")))??;
+        let puts = built
+            .iter()
+            .map(|b| put_object(&inner.objects, &inner.prefix, b.meta.id, b.bytes.clone()));
+        futures::future::try_join_all(puts).await?;
+        report.objects_written = built.len();
+        inner
+            .meta
+            .commit(Change::CommitObjects {
+                node: inner.node,
+                node_epoch: inner.node_epoch,
+                objects: built.into_iter().map(|b| b.meta).collect(),
+            })
+            .await?;
+    }
+    let mut closed: Vec<StreamId> = owned.keys().copied().collect();
+    closed.sort();
+    for (id, meta) in &owned {
+        inner
+            .meta
+            .commit(Change::CloseStream {
+                stream: *id,
+                epoch: meta.epoch,
+                node: inner.node,
+                node_epoch: inner.node_epoch,
+            })
+            .await?;
+    }
+    if let Some(last) = records.last() {
+        wal.trim(last.end).await?;
+    }
+    report.streams_closed = closed;
+    report.millis = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        node = %failed,
+        by = %inner.node,
+        streams = report.streams_closed.len(),
+        batches = report.batches_recovered,
+        bytes = report.bytes_recovered,
+        objects = report.objects_written,
+        millis = report.millis,
+        "node recovered"
+    );
+    Ok(report)
+}
