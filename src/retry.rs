@@ -7,7 +7,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use object_store::path::Path;
+use object_store::GetResult;
 
 use crate::error::{Error, ErrorDetail, Result};
 
@@ -55,7 +57,10 @@ impl Backoff {
     }
 }
 
-/// True for object store errors worth retrying.
+/// True for object store errors worth retrying: everything but the answers that say something
+/// about the object or the request (not found, exists, precondition, bad path, no permission).
+/// Throttling (`503 Slow Down`), timeouts, resets and other transport failures all arrive as
+/// `Generic` errors, so they are retried.
 pub(crate) fn is_transient_store(e: &object_store::Error) -> bool {
     use object_store::Error as E;
     !matches!(
@@ -76,6 +81,49 @@ pub(crate) fn is_transient_store(e: &object_store::Error) -> bool {
 /// True for store errors that come from a transient object store failure.
 pub(crate) fn is_transient(e: &Error) -> bool {
     matches!(e.detail(), ErrorDetail::ObjectStore { source, .. } if is_transient_store(source))
+}
+
+/// The whole body of a GET. A body shorter (or longer) than the range the response claims is a
+/// transfer cut short, reported as a transient error so that the read is retried; it is never
+/// returned as data.
+pub(crate) async fn read_body(got: GetResult) -> object_store::Result<Bytes> {
+    let expected = got.range.end - got.range.start;
+    let location = got.meta.location.to_string();
+    let bytes = got.bytes().await?;
+    if bytes.len() as u64 != expected {
+        return Err(object_store::Error::Generic {
+            store: "objstream",
+            source: format!(
+                "a read of {location} returned {} of {expected} bytes: the response was cut short",
+                bytes.len()
+            )
+            .into(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Like [`retry_transient`], for calls that already return this crate's errors: retries those
+/// that [`is_transient`] calls transient.
+pub(crate) async fn retry_transient_errors<T, F, Fut>(
+    operation: &'static str,
+    path: &Path,
+    mut backoff: Backoff,
+    mut call: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    loop {
+        match call().await {
+            Err(e) if is_transient(&e) && !backoff.exhausted() => {
+                tracing::warn!(operation, %path, attempt = backoff.attempt + 1, error = %e, "object store call failed; retrying");
+                backoff.wait().await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Runs `call` until it succeeds, fails for good, or transient failures exhaust the backoff.
@@ -123,6 +171,66 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(a.next_delay(), b.next_delay());
         }
+    }
+
+    #[test]
+    fn throttling_timeouts_and_resets_are_transient() {
+        for message in [
+            "503 Slow Down: please reduce your request rate",
+            "operation timed out",
+            "connection reset by peer",
+        ] {
+            let e = object_store::Error::Generic {
+                store: "S3",
+                source: message.into(),
+            };
+            assert!(is_transient_store(&e), "{message}");
+        }
+        let gone = object_store::Error::NotFound {
+            path: "k".into(),
+            source: "gone".into(),
+        };
+        assert!(!is_transient_store(&gone));
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_until_the_call_succeeds() {
+        let mut calls = 0;
+        let r: Result<u32> =
+            retry_transient("get", &Path::from("k"), Backoff::for_uploads(1), || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(object_store::Error::Generic {
+                            store: "S3",
+                            source: "503 Slow Down".into(),
+                        })
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_its_range_is_a_transient_error() {
+        use object_store::{ObjectStore, ObjectStoreExt};
+        let store = crate::testing::FaultyObjectStore::new(std::sync::Arc::new(
+            object_store::memory::InMemory::new(),
+        ));
+        let key = Path::from("k");
+        store.put(&key, vec![1u8; 64].into()).await.unwrap();
+        let whole = store.get(&key).await.unwrap();
+        assert_eq!(read_body(whole).await.unwrap().len(), 64);
+        store.fail_next(1, crate::testing::Fault::TruncatedRead);
+        let options = object_store::GetOptions::new().with_range(Some(8..40));
+        let short = store.get_opts(&key, options).await.unwrap();
+        let err = read_body(short).await.unwrap_err();
+        assert!(is_transient_store(&err), "{err}");
+        assert!(err.to_string().contains("16 of 32 bytes"), "{err}");
     }
 
     #[tokio::test]

@@ -9,11 +9,14 @@
 //!    state (which validates it), then create record `seq + 1` with `PutMode::Create`.
 //!    - Created: the commit is durable; the copy becomes the cached state.
 //!    - Already exists: read that record back. If it carries this writer's token and this very
-//!      change, it is our own earlier attempt (the object store may retry a PUT whose first
-//!      attempt succeeded, and then reports "already exists"): the commit succeeded. Otherwise
-//!      another writer won the number: apply its record, read forward to the new tail,
-//!      validate the change again against the new state and try the next number. After
-//!      [`MAX_COMMIT_ATTEMPTS`] lost races the commit fails with a `Conflict`.
+//!      change, it is our own earlier attempt (a PUT whose response was lost landed, and its
+//!      retry reports "already exists"): the commit succeeded. Otherwise another writer won the
+//!      number: apply its record, read forward to the new tail, validate the change again
+//!      against the new state and try the next number. If no record is there, either the log
+//!      moved on behind a newer checkpoint (reload from it), or the store refused the create
+//!      without writing (S3 answers `409 ConditionalRequestConflict` to conditional PUTs racing
+//!      on one key, which object_store reports as "already exists"): back off and try the same
+//!      number again. After [`MAX_COMMIT_ATTEMPTS`] attempts the commit fails with a `Conflict`.
 //!    - A change the state already reflects ([`Outcome::AlreadyApplied`]) writes nothing.
 //! 3. **Checkpoint.** The committer of every `checkpoint_every`-th record writes a checkpoint
 //!    of the state as of that record. A failed checkpoint write is logged, not returned.
@@ -21,6 +24,10 @@
 //!    the checkpoint at the next multiple of `checkpoint_every`: if it exists, the log moved on
 //!    and the records this reader needed were removed after a newer checkpoint, so it reloads
 //!    from the newest checkpoint.
+//!
+//! Every GET, PUT, HEAD and LIST goes through [`retry_transient`](crate::retry): throttling,
+//! timeouts, resets and bodies cut short are retried with capped, jittered backoff, never
+//! returned as a failed commit. A retried create is what makes the writer token necessary.
 //!
 //! A record that fails to decode, or does not apply to the state it follows, is a corruption
 //! error naming its key; it is never skipped.
@@ -43,6 +50,7 @@ use super::record::{decode_record, encode_record, Record, WriterToken};
 use super::state::ManifestState;
 use super::{Committed, MetaStore};
 use crate::error::{Error, ErrorDetail, ErrorKind, Result};
+use crate::retry::{read_body, retry_transient, retry_transient_errors, Backoff};
 
 /// How many times one commit may lose the race for the next sequence number before it fails.
 pub const MAX_COMMIT_ATTEMPTS: usize = 100;
@@ -125,11 +133,25 @@ impl ObjectStoreMetaStore {
 
     /// The newest checkpoint that decodes plus every record after it.
     async fn load_newest(&self) -> Result<ManifestState> {
-        let seqs = list_checkpoints(self.store.as_ref(), &self.paths).await?;
+        let checkpoints = self.paths.checkpoints();
+        let seqs = retry_transient_errors(
+            "list manifest checkpoints",
+            checkpoints,
+            Backoff::for_uploads(0),
+            || list_checkpoints(self.store.as_ref(), &self.paths),
+        )
+        .await?;
         let mut state = ManifestState::new();
         let mut newest_bad: Option<(u64, Error)> = None;
         for &seq in seqs.iter().rev() {
-            match read_checkpoint(self.store.as_ref(), &self.paths, seq).await {
+            let read = retry_transient_errors(
+                "get manifest checkpoint",
+                &self.paths.checkpoint(seq),
+                Backoff::for_uploads(seq),
+                || read_checkpoint(self.store.as_ref(), &self.paths, seq),
+            )
+            .await;
+            match read {
                 Ok(Some(loaded)) => {
                     state = loaded;
                     break;
@@ -153,15 +175,22 @@ impl ObjectStoreMetaStore {
     /// Reads record `seq`; `None` when it does not exist.
     async fn read_record(&self, seq: u64) -> Result<Option<Record>> {
         let key = self.paths.record(seq);
-        let bytes = match self.store.get(&key).await {
-            Ok(got) => got.bytes().await,
-            Err(e) => Err(e),
-        };
-        match bytes {
-            Ok(bytes) => decode_record(key.as_ref(), seq, &bytes).map(Some),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::object_store("get", &key, e)),
-        }
+        let bytes = retry_transient(
+            "get manifest record",
+            &key,
+            Backoff::for_uploads(seq),
+            || async {
+                match self.store.get(&key).await {
+                    Ok(got) => read_body(got).await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await?;
+        bytes
+            .map(|bytes| decode_record(key.as_ref(), seq, &bytes))
+            .transpose()
     }
 
     /// Applies record `record` (number `state.seq() + 1`) to `state`. A record that does not
@@ -209,7 +238,15 @@ impl ObjectStoreMetaStore {
             .checked_add(1)
             .and_then(|n| n.checked_mul(self.checkpoint_every));
         match boundary {
-            Some(boundary) => checkpoint_exists(self.store.as_ref(), &self.paths, boundary).await,
+            Some(boundary) => {
+                retry_transient_errors(
+                    "head manifest checkpoint",
+                    &self.paths.checkpoint(boundary),
+                    Backoff::for_uploads(boundary),
+                    || checkpoint_exists(self.store.as_ref(), &self.paths, boundary),
+                )
+                .await
+            }
             None => Ok(false),
         }
     }
@@ -230,19 +267,29 @@ impl ObjectStoreMetaStore {
         Ok(Arc::new(state))
     }
 
-    /// Creates record `seq`; false when the key already exists.
+    /// Creates record `seq`; false when the key already exists (possibly written by an earlier
+    /// attempt of this very call whose response was lost: the caller reads it back).
     async fn create_record(&self, record: &Record) -> Result<bool> {
         let key = self.paths.record(record.seq);
         let bytes = encode_record(record)?;
-        match self
-            .store
-            .put_opts(&key, PutPayload::from(bytes), PutMode::Create.into())
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(Error::object_store("put", &key, e)),
-        }
+        retry_transient(
+            "create manifest record",
+            &key,
+            Backoff::for_uploads(record.seq),
+            || async {
+                let payload = PutPayload::from(bytes.clone());
+                match self
+                    .store
+                    .put_opts(&key, payload, PutMode::Create.into())
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await
     }
 
     /// Finishes a commit that is durable as record `state.seq()`.
@@ -258,7 +305,14 @@ impl ObjectStoreMetaStore {
         self.publish(Arc::clone(&state));
         tracing::debug!(seq, change = change.kind(), writer = %self.writer, attempts, "committed a manifest record");
         if self.checkpoint_every > 0 && seq % self.checkpoint_every == 0 {
-            if let Err(e) = write_checkpoint(self.store.as_ref(), &self.paths, &state).await {
+            let written = retry_transient_errors(
+                "create manifest checkpoint",
+                &self.paths.checkpoint(seq),
+                Backoff::for_uploads(seq),
+                || write_checkpoint(self.store.as_ref(), &self.paths, &state),
+            )
+            .await;
+            if let Err(e) = written {
                 tracing::warn!(seq, error = %e, "could not write a manifest checkpoint; opening will replay more records");
             }
         }
@@ -289,6 +343,7 @@ impl MetaStore for ObjectStoreMetaStore {
     async fn commit(&self, change: Change) -> Result<Committed> {
         let _guard = self.commit_lock.lock().await;
         let mut base = self.cached();
+        let mut conflicts = Backoff::for_uploads(base.seq());
         for attempt in 1..=MAX_COMMIT_ATTEMPTS {
             let mut next = (*base).clone();
             let outcome = next.apply(&change)?;
@@ -315,8 +370,19 @@ impl MetaStore for ObjectStoreMetaStore {
                 return Ok(self.committed(&change, outcome, next, attempt).await);
             }
             let Some(existing) = self.read_record(seq).await? else {
-                base = self.restart_past(base.seq()).await?;
-                self.publish(Arc::clone(&base));
+                if self.fell_behind_a_checkpoint(base.seq()).await? {
+                    base = self.restart_past(base.seq()).await?;
+                    self.publish(Arc::clone(&base));
+                } else {
+                    // Refused without a record (a conditional-write conflict): the number is
+                    // still free, or about to be taken by the request we raced.
+                    tracing::warn!(
+                        seq,
+                        change = change.kind(),
+                        "manifest create refused but nothing is there; retrying"
+                    );
+                    conflicts.wait().await;
+                }
                 continue;
             };
             if existing.writer == self.writer && existing.change == change {
