@@ -91,8 +91,33 @@ pub struct Settings {
     /// Bytes of appended batches held in memory until they are uploaded and committed (the log
     /// cache). Default 256 MiB. When it is full of not-yet-uploaded data, appends wait.
     pub log_cache_bytes: u64,
-    /// Bytes of decoded blocks kept in memory for reads from objects. Default 64 MiB.
+    /// Bytes of decoded blocks kept in memory for reads from objects: the block cache's memory
+    /// tier. Default 64 MiB. Must hold at least four blocks of `block_bytes` (the tier has four
+    /// shards and a block must fit one). Catch-up reads and read-ahead fill it at low priority,
+    /// so a scan of old data evicts its own blocks before those of tail readers.
     pub block_cache_bytes: u64,
+    /// Directory of the block cache's disk tier, used only by this store and emptied when it
+    /// opens. Default none: no disk tier. A local NVMe disk turns re-reads of old data (replays
+    /// of the same window) into local reads instead of GETs.
+    pub block_cache_disk_dir: Option<PathBuf>,
+    /// Bytes of disk the disk tier may use. Default 8 GiB; at least 32 MiB when the tier is on.
+    /// Ignored without `block_cache_disk_dir`. The tier also holds up to 24 MiB of write
+    /// buffers in memory.
+    pub block_cache_disk_bytes: u64,
+    /// Bytes of decoded object indexes kept in memory. Default 16 MiB (about 400,000 blocks'
+    /// worth). Too small means an extra GET per object for readers of old data.
+    pub index_cache_bytes: u64,
+    /// Most bytes a sequential reader of old data has prefetched ahead of it, and most bytes of
+    /// read-ahead in flight across readers. Default 32 MiB; 0 turns read-ahead off. The window
+    /// in effect is at most a quarter of `block_cache_bytes`. Larger hides more GET latency on
+    /// a slow store, at the cost of memory and of reads wasted when a reader stops.
+    pub read_ahead_bytes: u64,
+    /// Object-store bandwidth, in bytes per second, shared by uploads and reads of old data.
+    /// Default 0: unlimited. When set, uploads and reads near the tail take from it without
+    /// waiting, and catch-up reads (then read-ahead) wait for what is left, so a backfill
+    /// cannot starve uploads (and with them appends) on a shared link. Set it to what the
+    /// link sustains minus headroom.
+    pub catch_up_bytes_per_sec: u64,
     /// Write a manifest checkpoint every this many records. Default 64. Fewer records to read at
     /// open versus more checkpoint PUTs.
     pub manifest_checkpoint_every: u64,
@@ -115,13 +140,48 @@ impl Default for Settings {
             compression: Compression::Zstd { level: 1 },
             log_cache_bytes: 256 << 20,
             block_cache_bytes: 64 << 20,
+            block_cache_disk_dir: None,
+            block_cache_disk_bytes: 8 << 30,
+            index_cache_bytes: 16 << 20,
+            read_ahead_bytes: 32 << 20,
+            catch_up_bytes_per_sec: 0,
             manifest_checkpoint_every: 64,
             object_id_batch: 64,
         }
     }
 }
 
+/// Memory the store uses beyond what [`Settings::memory_bound_bytes`] counts: code, runtime,
+/// WAL buffers, allocator slack, decode scratch. Measured by `tests/memory_bounds.rs`.
+pub const MEMORY_OVERHEAD_BYTES: u64 = 128 << 20;
+
 impl Settings {
+    /// The memory the store's caches and pipelines may hold, by the settings:
+    ///
+    /// - the log cache (`log_cache_bytes`), which holds every append until its upload commits;
+    /// - encoded objects in flight to the object store: they copy sealed log cache entries, so
+    ///   at most `log_cache_bytes` more;
+    /// - the block cache's memory tier (`block_cache_bytes`) and, with a disk tier, its write
+    ///   buffers;
+    /// - the index cache (`index_cache_bytes`);
+    /// - read-ahead in flight (`read_ahead_bytes`, at most a quarter of the memory tier);
+    /// - one merged range read per fetch in progress (not counted: it scales with readers).
+    ///
+    /// The process stays under this plus [`MEMORY_OVERHEAD_BYTES`] (and what readers keep of
+    /// the batches they were given).
+    pub fn memory_bound_bytes(&self) -> u64 {
+        let disk_buffers = if self.block_cache_disk_dir.is_some() {
+            objstream_cache::DiskTierConfig::buffer_bytes()
+        } else {
+            0
+        };
+        2 * self.log_cache_bytes
+            + self.block_cache_bytes
+            + disk_buffers
+            + self.index_cache_bytes
+            + crate::read::read_ahead_cap(self)
+    }
+
     /// Checks that the settings make sense together; `Store::open` calls it and refuses to start
     /// otherwise.
     pub fn validate(&self) -> crate::Result<()> {
@@ -158,6 +218,25 @@ impl Settings {
         }
         if self.upload_interval_ms == 0 {
             return fail("upload_interval_ms must be at least 1".into());
+        }
+        if self.block_cache_bytes < 4 * self.block_bytes as u64 {
+            return fail(format!(
+                "block_cache_bytes ({}) must hold at least four blocks of block_bytes ({})",
+                self.block_cache_bytes, self.block_bytes
+            ));
+        }
+        let min_disk = 4 * objstream_cache::DISK_BLOCK_BYTES as u64;
+        if self.block_cache_disk_dir.is_some() && self.block_cache_disk_bytes < min_disk {
+            return fail(format!(
+                "block_cache_disk_bytes ({}) must be at least {min_disk} when the disk tier is on",
+                self.block_cache_disk_bytes
+            ));
+        }
+        if self.index_cache_bytes < 64 << 10 {
+            return fail(format!(
+                "index_cache_bytes ({}) must be at least 64 KiB",
+                self.index_cache_bytes
+            ));
         }
         if self.log_cache_bytes < self.max_batch_bytes as u64 {
             return fail(format!(
@@ -204,6 +283,19 @@ mod tests {
                 log_cache_bytes: 1024,
                 ..Settings::default()
             },
+            Settings {
+                block_cache_bytes: 1 << 20,
+                ..Settings::default()
+            },
+            Settings {
+                block_cache_disk_dir: Some("cache".into()),
+                block_cache_disk_bytes: 1 << 20,
+                ..Settings::default()
+            },
+            Settings {
+                index_cache_bytes: 0,
+                ..Settings::default()
+            },
         ];
         for s in bad {
             let e = s.validate().unwrap_err();
@@ -218,6 +310,25 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: Settings = serde_json::from_str(&json).unwrap();
         assert_eq!(s, back);
+    }
+
+    #[test]
+    fn the_memory_bound_adds_up_every_cache_and_the_uploads() {
+        let s = Settings::default();
+        let expected = 2 * (256 << 20) + (64 << 20) + (16 << 20) + (16 << 20);
+        assert_eq!(
+            s.memory_bound_bytes(),
+            expected,
+            "read-ahead capped at a quarter of 64 MiB"
+        );
+        let with_disk = Settings {
+            block_cache_disk_dir: Some("cache".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            with_disk.memory_bound_bytes(),
+            expected + objstream_cache::DiskTierConfig::buffer_bytes()
+        );
     }
 
     #[test]

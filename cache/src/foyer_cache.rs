@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use foyer::{
-    BlockEngineConfig, Code, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache,
-    HybridCacheBuilder, HybridCachePolicy, HybridCacheProperties, Hint, LruConfig,
+    BlockEngineConfig, Code, DeviceBuilder, Event, EventListener, FsDeviceBuilder, Hint,
+    HybridCache, HybridCacheBuilder, HybridCachePolicy, HybridCacheProperties, LruConfig,
     PsyncIoEngineConfig, RecoverMode, Source,
 };
 
@@ -521,7 +521,10 @@ mod tests {
         }
         assert_eq!(tier, Tier::Disk);
         let stats = cache.stats();
-        assert!(stats.disk_hits >= 1 && stats.disk_write_bytes > 0, "{stats:?}");
+        assert!(
+            stats.disk_hits >= 1 && stats.disk_write_bytes > 0,
+            "{stats:?}"
+        );
         cache.close().await.unwrap();
     }
 

@@ -28,12 +28,25 @@ impl CachedBatch for B {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { stream: u64, count: u64, weight: u64 },
-    MarkDurable { ahead: u64 },
+    Insert {
+        stream: u64,
+        count: u64,
+        weight: u64,
+    },
+    MarkDurable {
+        ahead: u64,
+    },
     Seal,
     CommitOldestSeal,
-    Read { stream: u64, back: u64, len: u64, max_bytes: u64 },
-    Remove { stream: u64 },
+    Read {
+        stream: u64,
+        back: u64,
+        len: u64,
+        max_bytes: u64,
+    },
+    Remove {
+        stream: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

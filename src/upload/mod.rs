@@ -167,6 +167,7 @@ async fn start_upload(
     let objects = store.objects.clone();
     let prefix = store.prefix.clone();
     let settings = store.settings.clone();
+    let reader = store.reader.clone();
     tracing::debug!(
         upto_seq,
         bytes = sealed_bytes,
@@ -191,6 +192,8 @@ async fn start_upload(
         })
         .await
         .map_err(|e| Error::internal(format!("object encoding panicked: {e}")))??;
+        // Uploads share the object-store bandwidth budget with reads and go first.
+        reader.charge_upload(built.iter().map(|b| b.bytes.len() as u64).sum());
         let puts = built
             .iter()
             .map(|b| put_object(&objects, &prefix, b.meta.id, b.bytes.clone()));
