@@ -172,6 +172,63 @@ async fn throttling_slows_uploads_and_commits_but_fails_no_append() {
     assert!(logs.contains("503 Slow Down"), "{logs}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_under_throttling_replays_and_commits_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyObjectStore::new(Arc::new(InMemory::new()));
+    let prefix = Path::from("restart");
+    let settings = Settings {
+        // Nothing is uploaded before the crash: the restart has it all to do.
+        upload_threshold_bytes: 64 << 20,
+        upload_interval_ms: 60_000,
+        ..settings(dir.path(), 1)
+    };
+    let store = open(&faulty, &prefix, &settings).await;
+    let stream = store.create_stream().await.unwrap();
+    let id = stream.id();
+    let mut next = Offset(0);
+    for n in 0..50 {
+        next = stream
+            .append(common::batch(0, n))
+            .await
+            .unwrap()
+            .next_offset;
+    }
+    drop(stream);
+    drop(store);
+    // Every kind of call is throttled for a while: LIST and GETs of the manifest, the object
+    // PUTs of the WAL replay, the manifest creates of its commits.
+    for (op, under) in [
+        (OpKind::List, format!("{prefix}/")),
+        (OpKind::Get, manifest_prefix(&prefix)),
+        (OpKind::Put, objects_prefix(&prefix)),
+        (OpKind::Put, manifest_prefix(&prefix)),
+    ] {
+        faulty.inject(FaultRule::new(Fault::SlowDown).times(3).on(op).under(under));
+    }
+    let store = open_when_wal_free(&faulty, &prefix, &settings)
+        .await
+        .expect("recovery waits the throttling out");
+    assert_eq!(faulty.pending_faults(), 0, "every 503 was met");
+    let kinds: std::collections::HashSet<OpKind> = faulty
+        .calls()
+        .iter()
+        .filter(|c| c.injected.is_some())
+        .map(|c| c.op)
+        .collect();
+    assert!(
+        kinds.len() >= 2,
+        "faults hit several kinds of call: {kinds:?}"
+    );
+    let stream = store.open_stream(id).await.unwrap();
+    assert_eq!(stream.confirmed_offset().unwrap(), next);
+    let read = read_all(&stream, Offset(0), next).await.unwrap();
+    for (n, b) in read.iter().enumerate() {
+        assert_eq!(b.batch.payload, common::payload(0, n as u64));
+    }
+    store.shutdown().await.unwrap();
+}
+
 /// A manifest on a faulty store, with its own writer token.
 async fn meta(faulty: &FaultyObjectStore, prefix: &Path, token: u128) -> ObjectStoreMetaStore {
     ObjectStoreMetaStore::open(
