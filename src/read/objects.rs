@@ -168,10 +168,13 @@ impl ObjectReader {
         let mut pos = start;
         let mut bytes = 0u64;
         for &(id, size, _, _) in covering {
+            if bytes >= max_bytes && !out.is_empty() {
+                break;
+            }
             let index = self.index(id, size, priority).await?;
             let entries = index.entries_for(stream, pos, end);
             let mut i = 0;
-            while i < entries.len() {
+            while i < entries.len() && (bytes < max_bytes || out.is_empty()) {
                 // The blocks this fetch expects to need, fetched together.
                 let mut want = 0u64;
                 let mut n = 0;

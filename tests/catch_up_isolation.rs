@@ -1,0 +1,213 @@
+//! A tail reader keeps up while a catch-up reader scans old data.
+//!
+//! One stream holds 192 MiB of old data, in objects, behind a block cache of 16 MiB. While a
+//! catch-up reader scans all of it from the start, a writer appends to a second stream at a
+//! steady pace and a tail reader follows that stream. The tail reader's lag is measured in
+//! records: after each of its fetches, how many records were confirmed but not yet read by it.
+//! The same is measured for a while without the scan, and the scan may not make it much worse.
+//! Every byte the scan reads is checked, and the scan must have used read-ahead.
+
+mod common;
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Node;
+use objstream::{Compression, Offset, RecordBatch, Settings, Store, Stream};
+
+const OLD_BYTES: u64 = 192 << 20;
+const OLD_BATCH: usize = 256 << 10;
+/// The writer appends one batch per tick.
+const TICK: Duration = Duration::from_millis(2);
+
+fn old_payload(n: u64) -> Bytes {
+    let mut v = vec![(n % 251) as u8; OLD_BATCH];
+    v[..8].copy_from_slice(&n.to_le_bytes());
+    Bytes::from(v)
+}
+
+fn settings(node: &Node) -> Settings {
+    Settings {
+        compression: Compression::None,
+        block_bytes: 512 << 10,
+        max_batch_bytes: 1 << 20,
+        upload_threshold_bytes: 16 << 20,
+        log_cache_bytes: 48 << 20,
+        block_cache_bytes: 16 << 20,
+        read_ahead_bytes: 4 << 20,
+        ..node.settings.clone()
+    }
+}
+
+struct Lag {
+    max: u64,
+    reads: u64,
+}
+
+/// Follows `stream` from `from` until `stop`, measuring lag after every fetch.
+async fn tail(stream: Stream, from: Offset, stop: Arc<AtomicBool>) -> Lag {
+    let mut pos = from;
+    let mut lag = Lag { max: 0, reads: 0 };
+    while !stop.load(Ordering::Relaxed) {
+        let confirmed = stream.confirmed_offset().unwrap();
+        if confirmed == pos {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        let got = stream.fetch(pos, confirmed, 1 << 20).await.unwrap();
+        for b in &got {
+            assert_eq!(b.base_offset, pos, "the tail reader sees every record");
+            assert_eq!(b.batch.payload, common::payload(1, pos.get()));
+            pos = b.next_offset();
+        }
+        let behind = stream.confirmed_offset().unwrap().get() - pos.get();
+        lag.max = lag.max.max(behind);
+        lag.reads += 1;
+    }
+    lag
+}
+
+/// Appends one record per tick until `stop`.
+async fn write(stream: Stream, stop: Arc<AtomicBool>) -> Duration {
+    let mut tick = tokio::time::interval(TICK);
+    let mut slowest = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let n = stream.confirmed_offset().unwrap().get();
+        let t = Instant::now();
+        stream
+            .append(RecordBatch::new(1, 0, common::payload(1, n)))
+            .await
+            .unwrap();
+        slowest = slowest.max(t.elapsed());
+    }
+    slowest
+}
+
+/// Runs a writer and a tail reader on `live` for as long as `during` takes; returns the
+/// tail's lag, its fetch count and the writer's slowest append.
+async fn tail_while<F: std::future::Future>(
+    live: &Stream,
+    during: F,
+) -> (Lag, Duration, F::Output) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let from = live.confirmed_offset().unwrap();
+    let writer = tokio::spawn(write(live.clone(), stop.clone()));
+    let reader = tokio::spawn(tail(live.clone(), from, stop.clone()));
+    let out = during.await;
+    stop.store(true, Ordering::Relaxed);
+    let slowest = writer.await.unwrap();
+    let lag = reader.await.unwrap();
+    (lag, slowest, out)
+}
+
+async fn scan(old: Stream, end: Offset) -> u64 {
+    let mut pos = Offset(0);
+    let mut bytes = 0;
+    while pos < end {
+        let got = old.fetch(pos, end, 1 << 20).await.unwrap();
+        for b in got {
+            assert_eq!(b.base_offset, pos, "the scan sees every record");
+            assert_eq!(b.batch.payload, old_payload(pos.get()), "batch {pos}");
+            bytes += b.batch.payload.len() as u64;
+            pos = b.next_offset();
+        }
+    }
+    bytes
+}
+
+async fn load_old(store: &Store) -> (Stream, Offset) {
+    let old = store.create_stream().await.unwrap();
+    let mut appends = Vec::new();
+    for n in 0..OLD_BYTES / OLD_BATCH as u64 {
+        appends.push(old.append(RecordBatch::new(1, 0, old_payload(n))));
+        if appends.len() == 32 {
+            for a in appends.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in appends {
+        a.await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let end = old.confirmed_offset().unwrap();
+    (old, end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_reader_keeps_up_while_old_data_is_scanned() {
+    for backend in support::backends() {
+        isolation(&backend).await;
+    }
+}
+
+async fn isolation(backend: &support::TestStore) {
+    let name = backend.name;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::new(dir.path(), 1);
+    let store = Store::open(
+        settings(&node),
+        objstream::Components::new(backend.store.clone(), backend.prefix.clone()),
+    )
+    .await
+    .unwrap();
+    let (old, end) = load_old(&store).await;
+    let live = store.create_stream().await.unwrap();
+
+    // The tail alone, for a second: the baseline.
+    let (quiet, quiet_slowest, ()) =
+        tail_while(&live, tokio::time::sleep(Duration::from_secs(1))).await;
+
+    // The tail while the old data is scanned. Most of the old data left the log cache: it holds
+    // 48 MiB, and 192 MiB went through it.
+    let before = store.read_stats();
+    let started = Instant::now();
+    let (busy, busy_slowest, scanned) = tail_while(&live, scan(old.clone(), end)).await;
+    let took = started.elapsed();
+    let stats = store.read_stats();
+    println!(
+        "{name}: scan: {} MiB in {:.1} s; tail lag: {} records alone ({} fetches, slowest append {:?}), \
+         {} records during the scan ({} fetches, slowest append {:?})",
+        scanned >> 20,
+        took.as_secs_f64(),
+        quiet.max,
+        quiet.reads,
+        quiet_slowest,
+        busy.max,
+        busy.reads,
+        busy_slowest,
+    );
+    println!("{stats:#?}");
+
+    assert_eq!(scanned, OLD_BYTES, "{name}");
+    assert!(
+        stats.object_bytes - before.object_bytes >= OLD_BYTES - (48 << 20),
+        "{name}: the scan came from object storage below the log cache: {stats:?}"
+    );
+    assert!(
+        stats.read_ahead_used_bytes > OLD_BYTES / 2,
+        "{name}: the scan ran on read-ahead: {stats:?}"
+    );
+    assert!(
+        stats.memory_held_bytes <= 16 << 20,
+        "{name}: the block cache kept to its size: {stats:?}"
+    );
+    assert!(
+        busy.reads > 100,
+        "{name}: the tail reader kept reading during the scan"
+    );
+    // One tick's worth of records arrives during each fetch; the scan may slow the tail down
+    // a little, never by more than a quarter of a second of appends.
+    let bound = quiet.max.max(10) + (250 / TICK.as_millis() as u64);
+    assert!(
+        busy.max <= bound,
+        "{name}: the tail fell {} records behind during the scan (alone: {}, bound {bound})",
+        busy.max,
+        quiet.max
+    );
+    store.shutdown().await.unwrap();
+}
