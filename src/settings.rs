@@ -31,6 +31,17 @@ pub enum WalSettings {
         #[serde(default = "default_segment_bytes")]
         segment_bytes: u64,
     },
+    /// A ring on a block device (an EBS volume, a raw NVMe namespace) or a preallocated file,
+    /// written with O_DIRECT. Its header carries the writing node's id and epoch, so another node
+    /// that reaches the device (a reattached volume) can take it over and fence the old writer.
+    Block {
+        /// The device or file.
+        path: PathBuf,
+        /// When `path` does not exist, create a file of this many bytes. Default: none (the
+        /// device or preallocated file must exist). Larger rings absorb longer upload stalls.
+        #[serde(default)]
+        create_bytes: Option<u64>,
+    },
 }
 
 fn default_segment_bytes() -> u64 {
@@ -38,6 +49,14 @@ fn default_segment_bytes() -> u64 {
 }
 
 impl WalSettings {
+    /// A block WAL on `path`, creating a file of `create_bytes` there if it does not exist.
+    pub fn block(path: impl Into<PathBuf>, create_bytes: Option<u64>) -> Self {
+        WalSettings::Block {
+            path: path.into(),
+            create_bytes,
+        }
+    }
+
     /// A file WAL in `dir` with default segment size.
     pub fn file(dir: impl Into<PathBuf>) -> Self {
         WalSettings::File {
@@ -199,6 +218,18 @@ impl Settings {
                         "a WAL segment of {segment_bytes} bytes cannot hold a batch of max_batch_bytes = {} bytes",
                         self.max_batch_bytes
                     ));
+                }
+            }
+            WalSettings::Block { create_bytes, .. } => {
+                if let Some(bytes) = create_bytes {
+                    // Two header blocks, and room for at least two of the largest writes.
+                    let needed = 8192 + 4 * (self.max_batch_bytes as u64 + 4096);
+                    if *bytes < needed {
+                        return fail(format!(
+                            "a block WAL of {bytes} bytes is too small for batches of {} bytes (at least {needed})",
+                            self.max_batch_bytes
+                        ));
+                    }
                 }
             }
         }

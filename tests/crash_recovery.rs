@@ -23,6 +23,16 @@ use objstream::{Offset, RecordBatch, StreamId};
 
 const STREAMS: usize = 3;
 
+/// Node `id` in `dir` with the WAL backend named `wal` ("file" or "block").
+fn node(dir: &Path, id: u64, wal: &str) -> Node {
+    let mut node = Node::new(dir, id);
+    if wal == "block" {
+        node.settings.wal =
+            objstream::WalSettings::block(dir.join(format!("block-{id}.wal")), Some(32 << 20));
+    }
+    node
+}
+
 fn objects_for(backend: &str, dir: &Path) -> Arc<dyn ObjectStore> {
     match backend {
         "local" => common::local_objects(dir),
@@ -39,10 +49,11 @@ fn child_process_entry_point() {
     let dir = PathBuf::from(dir);
     let backend = std::env::var("OBJSTREAM_CRASH_BACKEND").unwrap();
     let prefix = object_store::path::Path::from(std::env::var("OBJSTREAM_CRASH_PREFIX").unwrap());
+    let wal = std::env::var("OBJSTREAM_CRASH_WAL").unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let objects = objects_for(&backend, &dir);
-        let store = Node::new(&dir, 1).open(&objects, &prefix).await;
+        let store = node(&dir, 1, &wal).open(&objects, &prefix).await;
         let ids_file = dir.join("streams");
         let mut streams = Vec::new();
         if let Ok(ids) = std::fs::read_to_string(&ids_file) {
@@ -102,29 +113,22 @@ async fn verify(
     acked: &HashMap<u64, BTreeMap<u64, u64>>,
     label: &str,
     takeover: bool,
+    wal: &str,
 ) -> usize {
     let mut recovered = 0;
     let store = if takeover {
-        // Another node takes the killed node over through its WAL directory.
+        // Another node takes the killed node over through its WAL.
         let store = Node::new(dir, 2).open(objects, prefix).await;
-        let failed = Node::new(dir, 1);
-        let wal = objstream_wal::FileWal::open(
-            &failed.wal_dir,
-            objstream_wal::FileWalOptions {
-                segment_bytes: 4 << 20,
-                max_record_bytes: 2 << 20,
-            },
-        )
-        .unwrap();
+        let failed = node(dir, 1, wal);
         let report = store
-            .recover_node(objstream::NodeId(1), Arc::new(wal))
+            .recover_node_from(objstream::NodeId(1), &failed.settings.wal)
             .await
             .unwrap();
         assert!(report.millis < 60_000, "{label}: {report:?}");
         recovered = report.batches_recovered;
         store
     } else {
-        Node::new(dir, 1).open(objects, prefix).await
+        node(dir, 1, wal).open(objects, prefix).await
     };
     let Ok(ids) = std::fs::read_to_string(dir.join("streams")) else {
         assert!(acked.is_empty(), "{label}: acks without streams");
@@ -172,17 +176,30 @@ async fn acknowledged_appends_survive_sigkill_at_random_moments() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    kill_cycles(cycles, false).await;
+    kill_cycles(cycles, false, "file").await;
+}
+
+/// The same with the block WAL (an O_DIRECT ring in a preallocated file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_sigkill_with_the_block_wal() {
+    kill_cycles(20, false, "block").await;
+}
+
+/// Another node takes over the killed node's block WAL: it opens the device at a higher node
+/// epoch, replays it and commits what was not in objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_with_a_block_wal_is_taken_over_by_another_node() {
+    kill_cycles(6, true, "block").await;
 }
 
 /// The killed node does not come back: another node recovers it from its WAL, and the next
 /// child (node 1 again) continues the streams after that node hands them back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_taken_over_by_another_node_with_nothing_acknowledged_lost() {
-    kill_cycles(6, true).await;
+    kill_cycles(6, true, "file").await;
 }
 
-async fn kill_cycles(cycles: u64, takeover: bool) {
+async fn kill_cycles(cycles: u64, takeover: bool, wal: &str) {
     for backend in support::backends() {
         let dir = tempfile::tempdir().unwrap();
         let mut acked: HashMap<u64, BTreeMap<u64, u64>> = HashMap::new();
@@ -200,6 +217,7 @@ async fn kill_cycles(cycles: u64, takeover: bool) {
                 .env("OBJSTREAM_CRASH_CHILD", dir.path())
                 .env("OBJSTREAM_CRASH_BACKEND", backend.name)
                 .env("OBJSTREAM_CRASH_PREFIX", backend.prefix.as_ref())
+                .env("OBJSTREAM_CRASH_WAL", wal)
                 .stdout(Stdio::piped())
                 .stderr(
                     std::fs::File::create(dir.path().join(format!("child-{cycle}.log"))).unwrap(),
@@ -254,6 +272,7 @@ async fn kill_cycles(cycles: u64, takeover: bool) {
                 &acked,
                 &label,
                 takeover,
+                wal,
             )
             .await;
         }
@@ -271,7 +290,7 @@ async fn kill_cycles(cycles: u64, takeover: bool) {
             backend.name
         );
         eprintln!(
-            "{}: {cycles} kill cycles, {total} acknowledged batches verified ({recovered} recovered by another node) in {:.1} s",
+            "{} ({wal} WAL): {cycles} kill cycles, {total} acknowledged batches verified ({recovered} recovered by another node) in {:.1} s",
             backend.name,
             started.elapsed().as_secs_f64()
         );

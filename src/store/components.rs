@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::ObjectStore;
-use objstream_wal::{FileWal, FileWalOptions, Wal};
+use objstream_wal::{BlockWal, BlockWalOptions, FileWal, FileWalOptions, Wal};
 
 use crate::error::Result;
 use crate::manifest::{MetaStore, ObjectStoreMetaStore, WriterToken};
 use crate::settings::{Settings, WalSettings};
+use crate::types::{Epoch, NodeId};
 
 /// The parts a store is built from. Only the object store and a key prefix are required; the
 /// WAL defaults to what `Settings::wal` describes and the meta store to a manifest log under the
@@ -33,7 +34,7 @@ pub struct Components {
 pub(crate) struct Resolved {
     pub objects: Arc<dyn ObjectStore>,
     pub prefix: Path,
-    pub wal: Arc<dyn Wal>,
+    pub wal: Option<Arc<dyn Wal>>,
     pub meta: Arc<dyn MetaStore>,
 }
 
@@ -68,11 +69,9 @@ impl Components {
         self
     }
 
+    /// Everything but the WAL, which opens once the node's epoch is known (`open_wal`).
     pub(crate) async fn resolve(self, settings: &Settings) -> Result<Resolved> {
-        let wal = match self.wal {
-            Some(w) => w,
-            None => open_wal(&settings.wal, settings.max_batch_bytes).await?,
-        };
+        let wal = self.wal;
         let meta = match self.meta {
             Some(m) => m,
             None => {
@@ -97,21 +96,41 @@ impl Components {
     }
 }
 
-async fn open_wal(settings: &WalSettings, max_batch_bytes: usize) -> Result<Arc<dyn Wal>> {
-    match settings {
-        WalSettings::File { dir, segment_bytes } => {
-            let options = FileWalOptions {
-                segment_bytes: *segment_bytes,
-                // The WAL record adds a small header to the batch payload.
-                max_record_bytes: max_batch_bytes + crate::wal_record::HEADER_LEN,
-            };
-            let dir = dir.clone();
-            let wal = tokio::task::spawn_blocking(move || FileWal::open(dir, options))
-                .await
-                .map_err(|e| crate::Error::internal(format!("WAL open task: {e}")))??;
-            Ok(Arc::new(wal))
-        }
-    }
+/// Opens the WAL that `settings` describes, for node `node` at `node_epoch` (the block WAL
+/// writes them into its header and refuses an opener older than its last writer).
+pub(crate) async fn open_wal(
+    settings: &WalSettings,
+    max_batch_bytes: usize,
+    node: NodeId,
+    node_epoch: Epoch,
+) -> Result<Arc<dyn Wal>> {
+    // The WAL record adds a small header to the batch payload.
+    let max_record_bytes = max_batch_bytes + crate::wal_record::HEADER_LEN;
+    let settings = settings.clone();
+    let wal = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Wal>> {
+        Ok(match settings {
+            WalSettings::File { dir, segment_bytes } => Arc::new(FileWal::open(
+                dir,
+                FileWalOptions {
+                    segment_bytes,
+                    max_record_bytes,
+                },
+            )?),
+            WalSettings::Block { path, create_bytes } => Arc::new(BlockWal::open(
+                path,
+                node.0,
+                node_epoch.0,
+                BlockWalOptions {
+                    create_bytes,
+                    max_record_bytes,
+                    ..BlockWalOptions::default()
+                },
+            )?),
+        })
+    })
+    .await
+    .map_err(|e| crate::Error::internal(format!("WAL open task: {e}")))??;
+    Ok(wal)
 }
 
 /// A token unique to this process start: the std hasher's per-process random keys mixed with

@@ -110,6 +110,18 @@ impl Store {
                 "opening a node did not assign a node epoch",
             ));
         };
+        let wal = match parts.wal {
+            Some(wal) => wal,
+            None => {
+                components::open_wal(
+                    &settings.wal,
+                    settings.max_batch_bytes,
+                    settings.node_id,
+                    node_epoch,
+                )
+                .await?
+            }
+        };
         tracing::info!(node = %settings.node_id, %node_epoch, prefix = %parts.prefix, "store opening");
         let (completions, completion_rx) = mpsc::unbounded_channel();
         let (uploads, upload_rx) = mpsc::unbounded_channel();
@@ -122,7 +134,7 @@ impl Store {
             objects: parts.objects,
             prefix: parts.prefix,
             meta: parts.meta,
-            wal: parts.wal,
+            wal,
             completions,
             durable: watch::channel(0).0,
             uploads,

@@ -59,6 +59,29 @@ impl Store {
     pub async fn recover_node(&self, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {
         recover(&self.inner, failed, wal).await
     }
+
+    /// [`Store::recover_node`] on the WAL that `wal` describes (the failed node's settings).
+    /// A block WAL is opened as the failed node at an epoch above its current one, which fences
+    /// a writer that still holds the device.
+    pub async fn recover_node_from(
+        &self,
+        failed: NodeId,
+        wal: &crate::WalSettings,
+    ) -> Result<NodeRecovery> {
+        let state = self.inner.meta.refresh().await?;
+        let epoch = state
+            .node(failed)
+            .ok_or_else(|| Error::invalid(format!("{failed} has never opened")))?
+            .epoch;
+        let opened = super::components::open_wal(
+            wal,
+            self.inner.settings.max_batch_bytes,
+            failed,
+            epoch.next(),
+        )
+        .await?;
+        recover(&self.inner, failed, opened).await
+    }
 }
 
 async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {

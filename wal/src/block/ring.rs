@@ -165,6 +165,18 @@ pub fn recover(
     let limit = trim + ring.size;
     while pos < limit {
         let view = reader.view(pos)?;
+        // A write ends anywhere and the next one starts at the next block boundary, so the
+        // rest of a block after the last frame of a write is zeros, possibly fewer of them
+        // than a frame header: skip them.
+        let to_boundary = (align_up(pos) - pos) as usize;
+        if to_boundary > 0
+            && view
+                .get(..to_boundary)
+                .is_some_and(|b| b.iter().all(|&x| x == 0))
+        {
+            pos = align_up(pos);
+            continue;
+        }
         match frame::decode(view, pos) {
             Ok(Decoded::Frame(f)) => {
                 let start = f.batch_start();
