@@ -13,8 +13,8 @@
 //! Every write starts at a 4 KiB-aligned position and is zero-padded to the next 4 KiB
 //! boundary; the next write starts at that boundary. Written blocks are never rewritten while
 //! they hold acknowledged records (a torn rewrite could destroy them); the price is up to 4 KiB
-//! of padding per write. Recovery reads an all-zero frame header at an unaligned position as
-//! "padding to the next boundary".
+//! of padding per write. Recovery reads zeros from an unaligned position up to the next block
+//! boundary (however few: fewer than a frame header is possible) as that padding.
 //!
 //! A write never crosses the ring's end. When the first frame of a write does not fit before
 //! the end, the writer puts a padding marker at the write's position and syncs it before
@@ -190,7 +190,6 @@ pub fn recover(
                 });
                 pos += f.len as u64;
             }
-            Ok(Decoded::End) if pos % BLOCK_U64 != 0 => pos = align_up(pos),
             _ if pos % BLOCK_U64 == 0 && is_pad(ring, pos, view) => {
                 if write_starts.last() != Some(&pos) {
                     write_starts.push(pos);
@@ -303,6 +302,19 @@ mod tests {
         assert_eq!(r.write_starts, vec![0, 4096]);
         // The zero padding after the last frame reads as padding to the next block.
         assert_eq!(r.cut, 8192);
+    }
+
+    #[test]
+    fn fewer_zeros_than_a_frame_header_before_a_block_boundary_are_padding() {
+        for tail in [8usize, 16] {
+            let dev = MemDevice::new((HEADER_AREA + RING.size) as usize);
+            let body = vec![3u8; BLOCK - tail - frame::HEADER_LEN];
+            let end = write_frames(&dev, 0, &[&body]);
+            assert_eq!(end, (BLOCK - tail) as u64);
+            write_frames(&dev, 4096, &[b"after"]);
+            let r = recover(&dev, RING, 0, 8192, 16384).unwrap();
+            assert_eq!(r.records.len(), 2, "{tail} zero bytes before the boundary");
+        }
     }
 
     #[test]
