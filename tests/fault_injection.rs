@@ -427,7 +427,7 @@ async fn a_truncated_range_read_is_never_returned_as_data() {
 // ---------------------------------------------------------------------------------------------
 
 /// Seeds run on the in-memory store by default (more with `OBJSTREAM_FAULT_SEEDS`).
-const DEFAULT_SEEDS: u64 = 210;
+const DEFAULT_SEEDS: u64 = 200;
 /// Seeds run at once.
 const PARALLEL_SEEDS: usize = 8;
 const STREAMS: usize = 3;
@@ -614,7 +614,7 @@ async fn run_seed(
         match action {
             // A burst of appends over all streams, many in flight.
             0..=4 => {
-                let count = rng.random_range(5..40usize);
+                let count = rng.random_range(5..30usize);
                 let mut pending = Vec::new();
                 for _ in 0..count {
                     let s = rng.random_range(0..STREAMS);
