@@ -27,7 +27,8 @@
 //!
 //! Every GET, PUT, HEAD and LIST goes through [`retry_transient`](crate::retry): throttling,
 //! timeouts, resets and bodies cut short are retried with capped, jittered backoff, never
-//! returned as a failed commit. A retried create is what makes the writer token necessary.
+//! returned as a failed commit. A retried create is what makes the writer token necessary. The
+//! one exception is the checkpoint write of step 3: it is best effort and not retried.
 //!
 //! A record that fails to decode, or does not apply to the state it follows, is a corruption
 //! error naming its key; it is never skipped.
@@ -305,13 +306,9 @@ impl ObjectStoreMetaStore {
         self.publish(Arc::clone(&state));
         tracing::debug!(seq, change = change.kind(), writer = %self.writer, attempts, "committed a manifest record");
         if self.checkpoint_every > 0 && seq % self.checkpoint_every == 0 {
-            let written = retry_transient_errors(
-                "create manifest checkpoint",
-                &self.paths.checkpoint(seq),
-                Backoff::for_uploads(seq),
-                || write_checkpoint(self.store.as_ref(), &self.paths, &state),
-            )
-            .await;
+            // Best effort, not retried: a throttled store is better off without the extra
+            // requests, and the next boundary writes a checkpoint again.
+            let written = write_checkpoint(self.store.as_ref(), &self.paths, &state).await;
             if let Err(e) = written {
                 tracing::warn!(seq, error = %e, "could not write a manifest checkpoint; opening will replay more records");
             }
