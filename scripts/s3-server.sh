@@ -11,8 +11,10 @@
 #
 # Environment:
 #   OBJSTREAM_CACHE_DIR           where the SeaweedFS virtualenv lives (default ~/.cache/objstream)
-#   OBJSTREAM_S3_STATE_FILE       state file (default <repo>/.s3/server.state); scripts/test uses its
-#                                 own so that parallel runs in one tree do not meet
+#   OBJSTREAM_S3_STATE_FILE       state file (default <repo>/.s3/server.state, one server per tree:
+#                                 where several people share a tree, each sets a file of their own,
+#                                 or one's `stop` ends another's server); scripts/test always uses
+#                                 a file of its own run
 #   OBJSTREAM_S3_START_TIMEOUT    seconds to wait for the bucket to answer (default 60)
 #
 # Why SeaweedFS: its conditional PUTs (If-None-Match / If-Match) are atomic under concurrency and it
@@ -109,9 +111,10 @@ start_once() {
   mkdir -p "$dir/data"
   (
     # weed mini makes these the admin identity; nothing else from the caller's AWS_* may leak in.
+    # It stays in the caller's process group, so whatever kills a whole test run kills it too.
     unset AWS_SESSION_TOKEN AWS_PROFILE S3_BUCKET
     export AWS_ACCESS_KEY_ID="$ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$SECRET_ACCESS_KEY"
-    exec setsid "$weed" mini \
+    exec "$weed" mini \
       -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -master.telemetry=false -webdav=false -admin.ui=false \
       -s3.port.iceberg=0 -s3.port.lance=0 \
