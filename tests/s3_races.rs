@@ -252,7 +252,12 @@ async fn a_node_fenced_while_it_uploads_fails_loudly_and_the_new_owner_sees_a_de
             let old = old.clone();
             tokio::spawn(async move {
                 let mut acked: Vec<(Offset, u64)> = Vec::new();
-                for n in 0..2000u64 {
+                // Until the fence stops it (the test fails if a minute passes first).
+                let deadline = Instant::now() + Duration::from_secs(60);
+                for n in 0u64.. {
+                    if Instant::now() > deadline {
+                        break;
+                    }
                     match stream.append(common::batch(id.0, n)).await {
                         Ok(r) => acked.push((r.base_offset, n)),
                         Err(e) => return (acked, Some(e)),
