@@ -104,7 +104,8 @@ pub(crate) async fn fetch(
         pos = reached;
         inner
             .reader
-            .after_read(stream, from, reached, &covering, objects_end);
+            .after_read(stream, from, reached, &covering, objects_end)
+            .await;
     }
     Ok(out)
 }

@@ -46,8 +46,9 @@ use crate::retry::{read_body, retry_transient, Backoff};
 use crate::settings::Settings;
 use crate::types::{ObjectId, Offset, StoredBatch, StreamId};
 
-/// The largest range GET that adjacent blocks are merged into.
-pub(crate) const MAX_MERGED_GET: u64 = 8 << 20;
+/// The largest range GET that adjacent blocks are merged into. Large: the `read_path` bench
+/// found a few large reads in flight beat many small ones (and requests are billed).
+pub(crate) const MAX_MERGED_GET: u64 = 32 << 20;
 /// Read-ahead looks at most this many objects ahead of a reader.
 const READ_AHEAD_OBJECTS: usize = 64;
 /// The in-flight read-ahead budget is counted in units of this many bytes.
@@ -95,7 +96,7 @@ impl ObjectReader {
         settings: &Settings,
     ) -> Result<Self> {
         let cap = read_ahead_cap(settings);
-        let read_ahead = Arc::new(ReadAhead::new(cap));
+        let read_ahead = Arc::new(ReadAhead::new(cap, MAX_MERGED_GET));
         let counters = Arc::new(Counters::default());
         let observer: EvictionObserver = {
             let (read_ahead, counters) = (read_ahead.clone(), counters.clone());
@@ -207,9 +208,12 @@ impl ObjectReader {
         Ok(pos)
     }
 
-    /// Tells read-ahead that a fetch read `[start, reached)` of `stream` from objects, and starts
-    /// a prefetch in the background if the reader moves sequentially.
-    pub(crate) fn after_read(
+    /// Tells read-ahead that a fetch read `[start, reached)` of `stream` from objects and, if the
+    /// reader moves sequentially, starts the next prefetch: planning runs here (it reads an
+    /// index only when the reader enters a new object), the range reads run in the background.
+    /// Planning before the fetch returns keeps the reader from asking for a block before its
+    /// prefetch was issued.
+    pub(crate) async fn after_read(
         &self,
         stream: StreamId,
         start: Offset,
@@ -226,11 +230,8 @@ impl ObjectReader {
             .take(READ_AHEAD_OBJECTS)
             .copied()
             .collect();
-        let reader = self.clone();
-        tokio::spawn(async move {
-            reader.prefetch(stream, &plan, &ahead, end).await;
-            reader.shared.read_ahead.finished(stream, &plan);
-        });
+        self.prefetch(stream, &plan, &ahead, end).await;
+        self.shared.read_ahead.finished(stream, &plan);
     }
 
     async fn prefetch(&self, stream: StreamId, plan: &Plan, ahead: &[Part], end: Offset) {
@@ -274,8 +275,6 @@ impl ObjectReader {
                 runs.push((id, run));
             }
         }
-        let mut permits = Vec::new();
-        let mut lookups = Vec::new();
         for (id, run) in &runs {
             let bytes: u64 = run.iter().map(|e| u64::from(e.size)).sum();
             let units = u32::try_from(bytes.div_ceil(PERMIT_BYTES))
@@ -286,7 +285,6 @@ impl ObjectReader {
                 walked_to = run[0].start;
                 break;
             };
-            permits.push(permit);
             let keys: Vec<(BlockKey, u64)> = run
                 .iter()
                 .map(|e| (BlockKey::new(id.0, e.position), u64::from(e.size)))
@@ -294,22 +292,30 @@ impl ObjectReader {
             let last_end = run.last().map_or(plan.from, |e| e.end);
             s.read_ahead.issued(stream, plan, last_end, &keys);
             let fetches = self.fetches(*id, run, ReadPriority::ReadAhead, true);
-            for ((key, _), fetch) in keys.into_iter().zip(fetches) {
-                let s = self.shared.clone();
-                lookups.push(async move {
-                    if s.blocks
-                        .get_or_fetch(key, Priority::Low, fetch)
-                        .await
-                        .is_err()
-                    {
-                        s.read_ahead.forget(&key);
+            let lookups: Vec<_> = keys
+                .into_iter()
+                .zip(fetches)
+                .map(|((key, _), fetch)| {
+                    let s = self.shared.clone();
+                    async move {
+                        if s.blocks
+                            .get_or_fetch(key, Priority::Low, fetch)
+                            .await
+                            .is_err()
+                        {
+                            s.read_ahead.forget(&key);
+                        }
                     }
-                });
-            }
+                })
+                .collect();
+            // The run completes on its own; the cursor may plan the next one meanwhile (its
+            // budget counts this run as outstanding).
+            tokio::spawn(async move {
+                futures::future::join_all(lookups).await;
+                drop(permit);
+            });
         }
         s.read_ahead.issued(stream, plan, walked_to, &[]);
-        futures::future::join_all(lookups).await;
-        drop(permits);
     }
 
     async fn get_range(

@@ -9,13 +9,16 @@
 //!
 //! Each cursor has a window in bytes (stored block sizes). Its second sequential fetch opens the
 //! window at [`INITIAL_WINDOW`]; after each fetch the read path prefetches the blocks ahead of
-//! the cursor until the bytes prefetched and not yet used fill the window. The window:
-//! - grows by a block's size each time a fetch uses a prefetched block (so it doubles every
-//!   window's worth of hits, up to the cap);
+//! the cursor until the bytes prefetched and not yet used fill the window, once half the window
+//! (or one maximal range read) is free. The window:
+//! - grows by a block's size, or a quarter of itself if that is more, each time a fetch uses a
+//!   prefetched block (so a cold reader reaches a large window within a few MB), up to the cap;
 //! - halves (down to [`MIN_WINDOW`]) each time a prefetched block leaves the memory tier before
 //!   any fetch used it: the cache is too small for this much read-ahead.
 //!
-//! One prefetch per cursor runs at a time. Every method takes the lock briefly and never awaits.
+//! One prefetch per cursor is planned at a time; the range reads it starts run on their own,
+//! counted as outstanding until used or evicted. Every method takes the lock briefly and never
+//! awaits.
 
 use std::collections::HashMap;
 
@@ -30,7 +33,7 @@ pub(crate) const INITIAL_WINDOW: u64 = 1 << 20;
 pub(crate) const MIN_WINDOW: u64 = 256 << 10;
 /// Cursors kept per stream.
 const CURSORS_PER_STREAM: usize = 8;
-/// A prefetch is not worth planning for less than this.
+/// A prefetch is never planned for less than this.
 const MIN_PLAN_BYTES: u64 = 64 << 10;
 
 /// What to prefetch for one cursor.
@@ -96,14 +99,17 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct ReadAhead {
     cap: u64,
+    max_get: u64,
     state: Mutex<State>,
 }
 
 impl ReadAhead {
-    /// Read-ahead with windows capped at `cap` bytes (0: off).
-    pub(crate) fn new(cap: u64) -> Self {
+    /// Read-ahead with windows capped at `cap` bytes (0: off), whose range reads are at most
+    /// `max_get` bytes.
+    pub(crate) fn new(cap: u64, max_get: u64) -> Self {
         ReadAhead {
             cap,
+            max_get,
             state: Mutex::new(State::default()),
         }
     }
@@ -145,8 +151,14 @@ impl ReadAhead {
         if c.busy {
             return None;
         }
+        // Wait until half the window (or one full range read) is free, so that prefetches are
+        // few large GETs rather than many small ones: object stores serve a few large reads
+        // faster than many small ones in parallel, and bill per request.
         let budget = c.window.saturating_sub(c.outstanding);
-        if budget < MIN_PLAN_BYTES.min(c.window) {
+        let worth = (c.window / 2)
+            .min(self.max_get)
+            .max(MIN_PLAN_BYTES.min(c.window));
+        if budget < worth {
             return None;
         }
         c.busy = true;
@@ -184,7 +196,7 @@ impl ReadAhead {
         }
     }
 
-    /// Marks the prefetch of `plan` finished, so the cursor may plan another.
+    /// Marks the planning of `plan` finished, so the cursor may plan another.
     pub(crate) fn finished(&self, stream: StreamId, plan: &Plan) {
         if let Some(c) = self.state.lock().cursor(stream, plan.cursor) {
             c.busy = false;
@@ -226,7 +238,7 @@ impl ReadAhead {
         if let Some(c) = state.cursor(p.stream, p.cursor) {
             c.outstanding = c.outstanding.saturating_sub(p.bytes);
             c.window = if used {
-                (c.window + p.bytes).min(cap)
+                (c.window + p.bytes.max(c.window / 4)).min(cap)
             } else {
                 (c.window / 2).max(MIN_WINDOW.min(cap))
             };
@@ -259,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_first_fetch_prefetches_nothing_and_a_sequential_one_opens_the_window() {
-        let ra = ReadAhead::new(8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20);
         assert_eq!(ra.advance(S, Offset(0), Offset(100)), None);
         let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
         assert_eq!(plan.from, Offset(200));
@@ -268,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_fetch_elsewhere_starts_its_own_cursor() {
-        let ra = ReadAhead::new(8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20);
         assert_eq!(ra.advance(S, Offset(0), Offset(100)), None);
         assert_eq!(ra.advance(S, Offset(5000), Offset(5100)), None);
         assert!(ra.advance(S, Offset(100), Offset(200)).is_some());
@@ -277,7 +289,7 @@ mod tests {
 
     #[test]
     fn one_prefetch_per_cursor_runs_at_a_time() {
-        let ra = ReadAhead::new(8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20);
         ra.advance(S, Offset(0), Offset(100));
         let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
         assert_eq!(ra.advance(S, Offset(200), Offset(300)), None);
@@ -287,7 +299,7 @@ mod tests {
 
     #[test]
     fn the_window_grows_with_each_used_block_up_to_the_cap() {
-        let ra = ReadAhead::new(2 << 20);
+        let ra = ReadAhead::new(2 << 20, 8 << 20);
         ra.advance(S, Offset(0), Offset(100));
         let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
         let blocks: Vec<_> = (0..4).map(|i| (key(i), 512 << 10)).collect();
@@ -311,7 +323,7 @@ mod tests {
 
     #[test]
     fn blocks_evicted_unused_shrink_the_window() {
-        let ra = ReadAhead::new(8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20);
         ra.advance(S, Offset(0), Offset(100));
         let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
         ra.issued(S, &plan, Offset(300), &[(key(0), 100), (key(1), 100)]);
@@ -327,7 +339,7 @@ mod tests {
 
     #[test]
     fn the_budget_leaves_out_what_is_prefetched_and_unused() {
-        let ra = ReadAhead::new(8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20);
         ra.advance(S, Offset(0), Offset(100));
         let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
         ra.issued(S, &plan, Offset(300), &[(key(0), 1000 << 10)]);
@@ -338,7 +350,7 @@ mod tests {
 
     #[test]
     fn read_ahead_of_zero_bytes_is_off() {
-        let ra = ReadAhead::new(0);
+        let ra = ReadAhead::new(0, 8 << 20);
         ra.advance(S, Offset(0), Offset(100));
         assert_eq!(ra.advance(S, Offset(100), Offset(200)), None);
     }
