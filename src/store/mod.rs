@@ -31,6 +31,7 @@
 mod components;
 mod core;
 mod recovery;
+mod replay;
 mod stream;
 mod takeover;
 

@@ -10,11 +10,10 @@
 
 use std::collections::HashMap;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::manifest::Change;
 use crate::store::{StoreInner, StreamState, StreamStatus};
-use crate::types::{Offset, StreamId};
-use crate::wal_record;
+use crate::types::StreamId;
 
 pub(crate) async fn recover(inner: &StoreInner) -> Result<()> {
     let state = inner.meta.refresh().await?;
@@ -24,9 +23,10 @@ pub(crate) async fn recover(inner: &StoreInner) -> Result<()> {
         .filter_map(|id| state.stream(id).map(|s| (id, s.clone())))
         .collect();
     let records = inner.wal.replay().await?;
-    let mut expected: HashMap<StreamId, Offset> =
-        owned.iter().map(|(id, s)| (*id, s.end)).collect();
-    let epochs: HashMap<_, _> = owned.iter().map(|(id, s)| (*id, s.epoch)).collect();
+    let open: HashMap<StreamId, _> = owned
+        .iter()
+        .map(|(id, s)| (*id, (s.epoch, s.end)))
+        .collect();
     let mut replayed = 0usize;
     let mut replayed_bytes = 0usize;
     {
@@ -43,41 +43,22 @@ pub(crate) async fn recover(inner: &StoreInner) -> Result<()> {
                 },
             );
         }
-        let mut last = None;
-        for record in &records {
-            last = Some(record.position);
-            let logged = wal_record::decode(&record.payload, &record.position)?;
-            let (Some(next), Some(epoch)) =
-                (expected.get_mut(&logged.stream), epochs.get(&logged.stream))
-            else {
-                continue;
-            };
-            if logged.epoch != *epoch || logged.batch.next_offset() <= *next {
-                continue;
-            }
-            if logged.batch.base_offset != *next {
-                return Err(Error::corruption(
-                    format!("WAL record at {}", record.position),
-                    format!(
-                        "{} resumes at offset {} but the log holds nothing from {}",
-                        logged.stream, logged.batch.base_offset, next
-                    ),
-                ));
-            }
-            *next = logged.batch.next_offset();
+        for logged in super::replay::uncommitted(&records, &open, "WAL")? {
+            let next = logged.batch.next_offset();
             replayed += 1;
             replayed_bytes += logged.batch.batch.payload.len();
             let seq = core.cache.insert(
                 logged.stream.0,
-                next.0 - u64::from(logged.batch.batch.count),
+                logged.batch.base_offset.0,
                 logged.batch.batch,
             );
             core.cache.mark_durable(seq + 1);
             if let Some(s) = core.streams.get_mut(&logged.stream) {
-                s.next = *next;
-                s.confirmed = *next;
+                s.next = next;
+                s.confirmed = next;
             }
         }
+        let last = records.last().map(|r| r.position);
         let durable = core.cache.durable_seq();
         if let Some(position) = last {
             // Trimming below one past the last record drops every replayed record once it is

@@ -24,9 +24,8 @@ use objstream_wal::Wal;
 use super::{Store, StoreInner};
 use crate::error::{Error, Result};
 use crate::manifest::{Change, Outcome, StreamStatus};
-use crate::types::{NodeId, Offset, RecordBatch, StreamId};
+use crate::types::{NodeId, RecordBatch, StreamId};
 use crate::upload::{build, put_object};
-use crate::wal_record;
 
 /// What [`Store::recover_node`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -116,28 +115,12 @@ async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Resul
         wal_records: records.len(),
         ..NodeRecovery::default()
     };
-    let mut next: HashMap<StreamId, Offset> = owned.iter().map(|(id, s)| (*id, s.end)).collect();
+    let open: HashMap<StreamId, _> = owned
+        .iter()
+        .map(|(id, s)| (*id, (s.epoch, s.end)))
+        .collect();
     let mut cache: LogCache<RecordBatch> = LogCache::new(u64::MAX);
-    for record in &records {
-        let logged = wal_record::decode(&record.payload, &record.position)?;
-        let (Some(meta), Some(expected)) =
-            (owned.get(&logged.stream), next.get_mut(&logged.stream))
-        else {
-            continue;
-        };
-        if logged.epoch != meta.epoch || logged.batch.next_offset() <= *expected {
-            continue;
-        }
-        if logged.batch.base_offset != *expected {
-            return Err(Error::corruption(
-                format!("{failed}'s WAL record at {}", record.position),
-                format!(
-                    "{} resumes at offset {} but the log holds nothing from {}",
-                    logged.stream, logged.batch.base_offset, expected
-                ),
-            ));
-        }
-        *expected = logged.batch.next_offset();
+    for logged in super::replay::uncommitted(&records, &open, &format!("{failed}'s WAL"))? {
         report.batches_recovered += 1;
         report.bytes_recovered += logged.batch.batch.payload.len() as u64;
         cache.insert(
@@ -147,9 +130,8 @@ async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Resul
         );
     }
     cache.mark_durable(cache.next_seq());
-    let epochs: HashMap<StreamId, _> = owned.iter().map(|(id, s)| (*id, s.epoch)).collect();
     let plan = build::plan(cache.seal(), inner.settings.stream_split_bytes, |s| {
-        epochs.get(&s).copied()
+        open.get(&s).map(|(epoch, _)| *epoch)
     });
     if !plan.groups.is_empty() {
         let committed = inner
