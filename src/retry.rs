@@ -130,23 +130,22 @@ where
 pub(crate) async fn retry_transient<T, F, Fut>(
     operation: &'static str,
     path: &Path,
-    mut backoff: Backoff,
+    backoff: Backoff,
     mut call: F,
 ) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = object_store::Result<T>>,
 {
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if is_transient_store(&e) && !backoff.exhausted() => {
-                tracing::warn!(operation, %path, attempt = backoff.attempt + 1, error = %e, "object store call failed; retrying");
-                backoff.wait().await;
-            }
-            Err(e) => return Err(Error::object_store(operation, path, e)),
+    retry_transient_errors(operation, path, backoff, || {
+        let attempt = call();
+        async move {
+            attempt
+                .await
+                .map_err(|e| Error::object_store(operation, path, e))
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
