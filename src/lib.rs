@@ -16,7 +16,7 @@ mod wal_record;
 
 pub use config::{ObjectStoreOptions, StoreLocation};
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
-pub use read::ReadStats;
+pub use read::{DecodedBlock, ReadStats, SharedBlockCache};
 pub use settings::{Compression, Settings, WalSettings};
 pub use store::{AppendFuture, AppendResult, Components, NodeRecovery, Store, Stream};
 pub use types::{Epoch, NodeId, ObjectId, Offset, RecordBatch, StoredBatch, StreamId};

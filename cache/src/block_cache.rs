@@ -189,6 +189,14 @@ pub trait BlockCache<V: BlockValue, E>: Send + Sync {
 
     /// Stops background work (disk tier writers); later calls may fail.
     fn close(&self) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Adds `observer` to those told of values that leave the memory tier to make room. A cache
+    /// that cannot tell keeps this default, which ignores it: a store reading through it then
+    /// cannot see read-ahead blocks evicted unread (its windows do not shrink on eviction, and
+    /// its waste counter stays at zero).
+    fn observe_evictions(&self, observer: EvictionObserver) {
+        let _ = observer;
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use foyer::{
     HybridCache, HybridCacheBuilder, HybridCachePolicy, HybridCacheProperties, LruConfig,
     PsyncIoEngineConfig, RecoverMode, Source,
 };
+use parking_lot::RwLock;
 
 use crate::block_cache::{
     BlockCache, BlockCacheStats, BlockKey, BlockValue, BoxFuture, EvictionObserver, FetchError,
@@ -122,9 +123,12 @@ impl Code for Key {
     }
 }
 
-/// Tells the observer about values that leave the memory tier to make room.
+/// The observers told of values that leave the memory tier to make room.
+type Observers = Arc<RwLock<Vec<EvictionObserver>>>;
+
+/// Tells the observers about values that leave the memory tier to make room.
 struct Listener<V> {
-    observer: EvictionObserver,
+    observers: Observers,
     _value: std::marker::PhantomData<fn() -> V>,
 }
 
@@ -134,7 +138,9 @@ impl<V: BlockValue> EventListener for Listener<V> {
 
     fn on_leave(&self, reason: Event, key: &Key, _value: &Stored<V>) {
         if reason == Event::Evict {
-            (self.observer)(&key.0);
+            for observer in self.observers.read().iter() {
+                observer(&key.0);
+            }
         }
     }
 }
@@ -152,6 +158,7 @@ pub struct FoyerBlockCache<V: BlockValue> {
     cache: HybridCache<Key, Stored<V>>,
     disk_capacity: u64,
     counters: Counters,
+    observers: Observers,
 }
 
 impl<V: BlockValue> std::fmt::Debug for FoyerBlockCache<V> {
@@ -164,7 +171,8 @@ impl<V: BlockValue> std::fmt::Debug for FoyerBlockCache<V> {
 
 impl<V: BlockValue> FoyerBlockCache<V> {
     /// Builds the cache. Must run inside a tokio runtime (the disk tier starts its writers on
-    /// it). `observer`, if given, hears of every value evicted from the memory tier.
+    /// it). `observer`, if given, hears of every value evicted from the memory tier (more can be
+    /// added with [`BlockCache::observe_evictions`]).
     pub async fn open(
         config: &BlockCacheConfig,
         observer: Option<EvictionObserver>,
@@ -173,12 +181,11 @@ impl<V: BlockValue> FoyerBlockCache<V> {
             .with_name("objstream-blocks")
             .with_policy(HybridCachePolicy::WriteOnEviction)
             .with_flush_on_close(false);
-        if let Some(observer) = observer {
-            builder = builder.with_event_listener(Arc::new(Listener::<V> {
-                observer,
-                _value: std::marker::PhantomData,
-            }));
-        }
+        let observers: Observers = Arc::new(RwLock::new(observer.into_iter().collect()));
+        builder = builder.with_event_listener(Arc::new(Listener::<V> {
+            observers: observers.clone(),
+            _value: std::marker::PhantomData,
+        }));
         let memory_bytes = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
         let memory = builder
             .memory(memory_bytes)
@@ -224,6 +231,7 @@ impl<V: BlockValue> FoyerBlockCache<V> {
             cache,
             disk_capacity,
             counters: Counters::default(),
+            observers,
         })
     }
 }
@@ -297,6 +305,10 @@ where
 
     fn close(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.cache.close().await.map_err(|e| e.to_string()) })
+    }
+
+    fn observe_evictions(&self, observer: EvictionObserver) {
+        self.observers.write().push(observer);
     }
 }
 

@@ -67,9 +67,11 @@ const PER_BATCH: usize = size_of::<StoredBatch>();
 /// Memory charged per block on top of its batches.
 const PER_BLOCK: usize = 64;
 
-/// One data block, decoded: its batches in offset order.
+/// One data block, decoded: its batches in offset order. The value type of the block cache
+/// (see [`SharedBlockCache`](crate::SharedBlockCache)); its disk-tier encoding is the layout
+/// above.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct DecodedBlock {
+pub struct DecodedBlock {
     batches: Arc<[StoredBatch]>,
     weight: usize,
 }

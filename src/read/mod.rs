@@ -26,8 +26,15 @@ mod objects;
 mod read_ahead;
 mod stats;
 
+pub use self::block::DecodedBlock;
 pub(crate) use self::objects::{read_ahead_cap, ObjectReader};
 pub use self::stats::ReadStats;
+
+/// A block cache a store can read through: decoded blocks, fetch errors of the store's type.
+/// Pass one to [`Components::with_block_cache`](crate::Components::with_block_cache) to share
+/// or replace the cache the store would open from its settings, for example a
+/// [`FoyerBlockCache`](objstream_cache::FoyerBlockCache) of `DecodedBlock`s.
+pub type SharedBlockCache = std::sync::Arc<dyn objstream_cache::BlockCache<DecodedBlock, Error>>;
 
 use self::limiter::ReadPriority;
 use crate::error::{Error, Result};

@@ -73,6 +73,8 @@ struct Inner {
     prefix: Path,
     indexes: Mutex<Lru<ObjectId, Arc<ObjectIndex>>>,
     blocks: Blocks,
+    /// True when the store opened the block cache (and so closes it at shutdown).
+    owns_blocks: bool,
     limiter: Limiter,
     read_ahead: Arc<ReadAhead>,
     read_ahead_permits: Arc<Semaphore>,
@@ -89,10 +91,12 @@ pub(crate) fn read_ahead_cap(settings: &Settings) -> u64 {
 }
 
 impl ObjectReader {
-    /// Opens the caches `settings` describe.
+    /// Opens the caches `settings` describe, or reads through `blocks` (the embedder's block
+    /// cache) when given.
     pub(crate) async fn open(
         objects: Arc<dyn ObjectStore>,
         prefix: Path,
+        blocks: Option<Blocks>,
         settings: &Settings,
     ) -> Result<Self> {
         let cap = read_ahead_cap(settings);
@@ -106,26 +110,36 @@ impl ObjectReader {
                 }
             })
         };
-        let config = BlockCacheConfig {
-            memory_bytes: settings.block_cache_bytes,
-            disk: settings
-                .block_cache_disk_dir
-                .as_ref()
-                .map(|dir| DiskTierConfig {
-                    dir: dir.clone(),
-                    capacity_bytes: settings.block_cache_disk_bytes,
-                }),
+        let (blocks, owns_blocks): (Blocks, bool) = match blocks {
+            Some(blocks) => {
+                blocks.observe_evictions(observer);
+                (blocks, false)
+            }
+            None => {
+                let config = BlockCacheConfig {
+                    memory_bytes: settings.block_cache_bytes,
+                    disk: settings
+                        .block_cache_disk_dir
+                        .as_ref()
+                        .map(|dir| DiskTierConfig {
+                            dir: dir.clone(),
+                            capacity_bytes: settings.block_cache_disk_bytes,
+                        }),
+                };
+                let blocks = FoyerBlockCache::<DecodedBlock>::open(&config, Some(observer))
+                    .await
+                    .map_err(|e| Error::internal(format!("opening the block cache: {e}")))?;
+                (Arc::new(blocks), true)
+            }
         };
-        let blocks = FoyerBlockCache::<DecodedBlock>::open(&config, Some(observer))
-            .await
-            .map_err(|e| Error::internal(format!("opening the block cache: {e}")))?;
         let units = u32::try_from((cap / PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
         Ok(ObjectReader {
             shared: Arc::new(Inner {
                 objects,
                 prefix,
                 indexes: Mutex::new(Lru::new(settings.index_cache_bytes)),
-                blocks: Arc::new(blocks),
+                blocks,
+                owns_blocks,
                 limiter: Limiter::new(settings.catch_up_bytes_per_sec),
                 read_ahead,
                 read_ahead_permits: Arc::new(Semaphore::new(units as usize)),
@@ -133,6 +147,19 @@ impl ObjectReader {
                 counters,
             }),
         })
+    }
+
+    /// Closes the block cache if the store opened it (an embedder's cache stays open): waits
+    /// for the disk tier's writers to finish and stops them.
+    pub(crate) async fn close(&self) -> Result<()> {
+        if !self.shared.owns_blocks {
+            return Ok(());
+        }
+        self.shared
+            .blocks
+            .close()
+            .await
+            .map_err(|e| Error::internal(format!("closing the block cache: {e}")))
     }
 
     /// Takes `bytes` of object-store bandwidth for an upload (never waits; catch-up reads yield).

@@ -9,6 +9,7 @@ use objstream_wal::{BlockWal, BlockWalOptions, FileWal, FileWalOptions, Wal};
 
 use crate::error::Result;
 use crate::manifest::{MetaStore, ObjectStoreMetaStore, WriterToken};
+use crate::read::SharedBlockCache;
 use crate::settings::{Settings, WalSettings};
 use crate::types::{Epoch, NodeId};
 
@@ -29,6 +30,7 @@ pub struct Components {
     wal: Option<Arc<dyn Wal>>,
     meta: Option<Arc<dyn MetaStore>>,
     writer_token: Option<u128>,
+    block_cache: Option<SharedBlockCache>,
 }
 
 pub(crate) struct Resolved {
@@ -36,6 +38,8 @@ pub(crate) struct Resolved {
     pub prefix: Path,
     pub wal: Option<Arc<dyn Wal>>,
     pub meta: Arc<dyn MetaStore>,
+    /// The embedder's block cache; `None`: the read path opens the one `Settings` describe.
+    pub block_cache: Option<SharedBlockCache>,
 }
 
 impl Components {
@@ -47,6 +51,7 @@ impl Components {
             wal: None,
             meta: None,
             writer_token: None,
+            block_cache: None,
         }
     }
 
@@ -66,6 +71,16 @@ impl Components {
     /// create can recognise its own record. Default: drawn at random when the store opens.
     pub fn with_writer_token(mut self, token: u128) -> Self {
         self.writer_token = Some(token);
+        self
+    }
+
+    /// Uses this block cache instead of opening the one `Settings` describe
+    /// (`block_cache_bytes`, `block_cache_disk_dir`, `block_cache_disk_bytes` are then ignored).
+    /// The embedder owns it: the store's shutdown does not close it. Block keys are (object id,
+    /// position), so one cache may serve several stores only if they read the same objects
+    /// (the same prefix).
+    pub fn with_block_cache(mut self, cache: SharedBlockCache) -> Self {
+        self.block_cache = Some(cache);
         self
     }
 
@@ -92,6 +107,7 @@ impl Components {
             prefix: self.prefix,
             wal,
             meta,
+            block_cache: self.block_cache,
         })
     }
 }

@@ -98,8 +98,13 @@ impl Store {
     pub async fn open(settings: Settings, components: Components) -> Result<Store> {
         settings.validate()?;
         let parts = components.resolve(&settings).await?;
-        let reader =
-            ObjectReader::open(parts.objects.clone(), parts.prefix.clone(), &settings).await?;
+        let reader = ObjectReader::open(
+            parts.objects.clone(),
+            parts.prefix.clone(),
+            parts.block_cache.clone(),
+            &settings,
+        )
+        .await?;
         let committed = parts
             .meta
             .commit(Change::OpenNode {
@@ -281,10 +286,16 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let _ = self.inner.uploads.send(UploadCommand::Shutdown(tx));
         let _ = rx.await;
-        let mut core = self.inner.core.lock();
-        core.fail(Error::from(ErrorDetail::Fenced(
-            "the store was shut down".to_string(),
-        )));
+        {
+            let mut core = self.inner.core.lock();
+            core.fail(Error::from(ErrorDetail::Fenced(
+                "the store was shut down".to_string(),
+            )));
+        }
+        // A cache failing to close loses nothing durable (its disk tier is emptied at open).
+        if let Err(e) = self.inner.reader.close().await {
+            tracing::warn!(error = %e, "block cache did not close cleanly");
+        }
         Ok(())
     }
 
