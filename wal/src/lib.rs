@@ -12,7 +12,9 @@
 //! and corruption before the tail is reported, never skipped.
 //!
 //! Backends: [`FileWal`], a directory of preallocated segment files on a local disk with group
-//! commit (see [`mod@file`]).
+//! commit (see [`mod@file`]); [`BlockWal`], a ring buffer on a block device (see [`mod@block`]);
+//! [`ObjectWal`], batches of records in immutable objects on an object store, sealed by
+//! whoever opens the WAL next so that another node can take it over (see [`mod@object`]).
 //!
 //! After a failed write or fsync a WAL refuses every later call: the outcome of the failed write
 //! is unknown, and retrying past a failed fsync can silently lose data.
@@ -26,9 +28,11 @@ use bytes::Bytes;
 pub mod block;
 pub mod file;
 pub mod frame;
+pub mod object;
 
 pub use block::{BlockWal, BlockWalOptions};
 pub use file::{FileWal, FileWalOptions};
+pub use object::{ObjectWal, ObjectWalIdentity, ObjectWalOptions, SealReport};
 
 /// A logical position in a WAL: the byte offset of a record's frame in the log's own address
 /// space, which only grows (segments and ring laps do not reset it).

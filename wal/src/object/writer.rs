@@ -1,0 +1,212 @@
+//! The writer: cuts queued records into objects, uploads them concurrently, acknowledges them in
+//! slot order, and latches the first fence or failure.
+//!
+//! # Flow
+//!
+//! One flusher task per WAL waits for work. It cuts an object when `batch_bytes` of frames are
+//! queued, when the oldest queued record has waited `linger`, or when the handle was dropped,
+//! and only while the window has room (`next_slot < acked + max_in_flight`). While the window is
+//! full, records keep queueing, so objects grow toward `batch_bytes` under load. Each cut object
+//! gets the next slot, its records' positions are fixed, and an upload task is spawned.
+//!
+//! An upload creates its slot (retrying transient errors). A create that meets an object reads
+//! it back: our own bytes mean an earlier attempt landed; another writer's object means we are
+//! fenced. Then, under the lock, a landed slot is marked and every landed slot at the front of
+//! the window is acknowledged in order; a fence or failure at slot `s` fails the queue and every
+//! slot from `s` up, while slots below `s` still acknowledge once they land.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::layout::{self, Kind, Writer};
+use super::store::{self, Created};
+use super::{InFlight, Shared, State};
+use crate::{frame, WalError, WalErrorKind, WalPosition, WalResult};
+
+/// The identity of this instance's data objects.
+pub(crate) fn data_writer(shared: &Shared) -> Writer {
+    let id = shared.identity;
+    Writer {
+        kind: Kind::Data,
+        owner: id.owner,
+        epoch: id.epoch,
+        actor: id.actor,
+        actor_epoch: id.actor_epoch,
+    }
+}
+
+/// The flusher task: runs until the handle is dropped and the queue is empty.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    loop {
+        let deadline = {
+            let mut st = shared.state.lock();
+            if let Some(err) = st.failed.clone() {
+                fail_queue(&mut st, &err);
+            }
+            if st.queue.is_empty() {
+                if st.closed {
+                    return;
+                }
+                None
+            } else {
+                let window = shared.options.max_in_flight as u64;
+                let room = st.next_slot < st.acked + window;
+                let first = st.first_queued.unwrap_or_else(Instant::now);
+                let due_at = first + shared.options.linger;
+                let due = st.closed
+                    || st.queued_bytes >= shared.options.batch_bytes
+                    || Instant::now() >= due_at;
+                if room && due {
+                    let (slot, records) = cut(&mut st, shared.options.batch_bytes);
+                    drop(st);
+                    tokio::spawn(upload(shared.clone(), slot, records));
+                    continue;
+                }
+                room.then_some(due_at)
+            }
+        };
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = shared.wake.notified() => {}
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+}
+
+/// Takes the next object's records off the queue (at least one, then as many as fit in
+/// `batch_bytes`), gives it the next slot and registers its callers as in flight.
+fn cut(st: &mut State, batch_bytes: usize) -> (u64, Vec<Bytes>) {
+    let slot = st.next_slot;
+    st.next_slot += 1;
+    let mut records = Vec::new();
+    let mut waiters = Vec::new();
+    let mut offset = layout::HEADER_LEN;
+    let mut bytes = 0;
+    while let Some(next) = st.queue.front() {
+        let len = frame::frame_len(next.record.len());
+        if !records.is_empty() && bytes + len > batch_bytes {
+            break;
+        }
+        let Some(p) = st.queue.pop_front() else { break };
+        waiters.push((layout::position_in(slot, offset), p.done));
+        records.push(p.record);
+        offset += len;
+        bytes += len;
+    }
+    st.queued_bytes -= bytes;
+    if st.queue.is_empty() {
+        st.first_queued = None;
+    }
+    // Otherwise the rest keep the arrival time of the oldest: they have waited as long.
+    st.in_flight.insert(
+        slot,
+        InFlight {
+            waiters,
+            landed: false,
+        },
+    );
+    (slot, records)
+}
+
+/// Uploads the object of `slot` and settles it.
+async fn upload(shared: Arc<Shared>, slot: u64, records: Vec<Bytes>) {
+    let outcome = put_own(&shared, slot, &records).await;
+    {
+        let mut st = shared.state.lock();
+        match outcome {
+            Ok(()) => {
+                if let Some(f) = st.in_flight.get_mut(&slot) {
+                    f.landed = true;
+                }
+                acknowledge(&mut st);
+            }
+            Err(err) => fail_from(&mut st, slot, err),
+        }
+    }
+    shared.wake.notify_one();
+}
+
+/// Puts our object in `slot`; `Ok` once the slot holds it.
+async fn put_own(shared: &Shared, slot: u64, records: &[Bytes]) -> WalResult<()> {
+    let me = data_writer(shared);
+    let max_in_flight = shared.options.max_in_flight as u32;
+    let (bytes, _) = layout::encode_data(me, slot, max_in_flight, records)?;
+    let bytes = Bytes::from(bytes);
+    let key = layout::slot_key(&shared.prefix, slot);
+    let policy = shared.options.retry;
+    let store = &*shared.store;
+    match store::create(store, policy, slot, &key, bytes.clone()).await? {
+        Created::Written => Ok(()),
+        Created::Exists => {
+            let Some(found) = store::get(store, policy, slot, &key).await? else {
+                return Err(fenced(slot, &key, "an object that was deleted since"));
+            };
+            let header = layout::Header::decode(&found, &key, slot)?;
+            if header.writer != me {
+                return Err(fenced(slot, &key, header.writer));
+            }
+            if found != bytes {
+                return Err(WalError::failed(
+                    format!("creating {key}"),
+                    "the slot holds other bytes under this writer's own identity: two open \
+                     instances share an identity",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn fenced(slot: u64, key: &object_store::path::Path, by: impl std::fmt::Display) -> WalError {
+    WalError::new(
+        WalErrorKind::Fenced,
+        format!("the WAL was taken over: slot {slot} ({key}) holds {by}"),
+    )
+}
+
+/// Acknowledges every landed slot at the front of the window, in order.
+fn acknowledge(st: &mut State) {
+    while let Some(entry) = st.in_flight.first_entry() {
+        if *entry.key() != st.acked || !entry.get().landed {
+            break;
+        }
+        let (slot, done) = entry.remove_entry();
+        for (position, tx) in done.waiters {
+            let _ = tx.send(Ok::<WalPosition, WalError>(position));
+        }
+        st.known.insert(slot);
+        st.acked += 1;
+    }
+}
+
+/// Latches `err` (the first error wins), fails the queue and every slot from `slot` up.
+fn fail_from(st: &mut State, slot: u64, err: WalError) {
+    if st.failed.is_none() {
+        tracing::warn!(slot, error = %err, "object WAL stops accepting appends");
+        st.failed = Some(err.clone());
+    }
+    let doomed: Vec<u64> = st.in_flight.range(slot..).map(|(s, _)| *s).collect();
+    for s in doomed {
+        if let Some(f) = st.in_flight.remove(&s) {
+            for (_, tx) in f.waiters {
+                let _ = tx.send(Err(err.clone()));
+            }
+        }
+    }
+    let latched = st.failed.clone().unwrap_or(err);
+    fail_queue(st, &latched);
+}
+
+fn fail_queue(st: &mut State, err: &WalError) {
+    for p in st.queue.drain(..) {
+        let _ = p.done.send(Err(err.clone()));
+    }
+    st.queued_bytes = 0;
+    st.first_queued = None;
+}
