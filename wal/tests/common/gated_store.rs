@@ -7,6 +7,7 @@
 //!   exact point of another actor's protocol (after its LIST was taken, just before one of its
 //!   creates is applied), so two actors interleave deterministically.
 //! - [`GatedStore::fail_next`]: the next calls of a kind fail with a transient error.
+//! - [`GatedStore::reverse_lists`]: LIST answers in reverse order.
 //! - [`GatedStore::lose_next_put_response`]: the next PUT of a key is applied, then answered
 //!   with a timeout (an ambiguous create).
 #![allow(dead_code)]
@@ -92,6 +93,7 @@ struct Control {
     lose: HashMap<String, usize>,
     calls: HashMap<Op, usize>,
     puts: Vec<String>,
+    reverse_lists: bool,
 }
 
 /// A store wrapper that gates, hooks, faults and counts calls. Clones share everything.
@@ -164,6 +166,11 @@ impl GatedStore {
     /// Applies the next PUT of `key`, then answers it with a transient error.
     pub fn lose_next_put_response(&self, key: &Path) {
         *self.control().lose.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// Answers every LIST in reverse order (stores do not promise any order).
+    pub fn reverse_lists(&self) {
+        self.control().reverse_lists = true;
     }
 
     /// Calls of `op` so far (faulted ones included).
@@ -278,7 +285,11 @@ impl ObjectStore for GatedStore {
             if this.enter(Op::List) {
                 return Err(transient("503 Slow Down"));
             }
-            let listed: Vec<ObjectMeta> = this.inner.list(prefix.as_ref()).try_collect().await?;
+            let mut listed: Vec<ObjectMeta> =
+                this.inner.list(prefix.as_ref()).try_collect().await?;
+            if this.control().reverse_lists {
+                listed.reverse();
+            }
             let hook = this.control().after_list.take();
             if let Some(hook) = hook {
                 hook().await;
