@@ -279,3 +279,18 @@ async fn an_open_at_a_lower_epoch_than_an_object_found_is_fenced() {
     .unwrap_err();
     assert_eq!(err.kind(), WalErrorKind::Fenced);
 }
+
+#[tokio::test]
+async fn records_queued_when_the_handle_is_dropped_still_land() {
+    let store = memory();
+    let mut opts = options();
+    opts.linger = Duration::from_secs(3600);
+    let wal = open_at(&store, identity(1, 1), WalPosition(0), opts).await;
+    let pending: Vec<_> = (0..3).map(|i| wal.append(payload(i, 10))).collect();
+    drop(wal);
+    for f in pending {
+        f.await.unwrap();
+    }
+    let wal = open_at(&store, identity(1, 2), WalPosition(0), options()).await;
+    assert_eq!(replayed(&wal).await.len(), 3);
+}

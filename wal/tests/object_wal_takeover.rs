@@ -340,3 +340,58 @@ async fn slots_below_the_fenced_one_that_land_later_are_still_acknowledged() {
     assert_eq!(second.await.unwrap_err().kind(), WalErrorKind::Fenced);
     assert_eq!(replayed(&sealer).await, vec![payload(0, 10)]);
 }
+
+async fn race(first: (u64, u64), second: (u64, u64)) {
+    let inner: Arc<InMemory> = Arc::new(InMemory::new());
+    let base = GatedStore::new(inner.clone());
+    let old = open_at(
+        &base,
+        identity(1, 1),
+        WalPosition(0),
+        one_record_per_object(),
+    )
+    .await;
+    old.append(payload(0, 16)).await.unwrap();
+    let open = |(actor, epoch): (u64, u64)| {
+        let store = GatedStore::new(inner.clone());
+        async move {
+            objstream_wal::ObjectWal::open(
+                store.dyn_store(),
+                prefix(),
+                identity(actor, epoch),
+                WalPosition(0),
+                one_record_per_object(),
+            )
+            .await
+        }
+    };
+    let (a, b) = tokio::join!(open(first), open(second));
+    let mut acked: Vec<(WalPosition, Bytes)> = Vec::new();
+    for (n, wal) in [a, b].into_iter().enumerate() {
+        let Ok(wal) = wal else { continue };
+        for i in 0..3 {
+            let r = payload(10 * (n as u64 + 1) + i, 16);
+            match wal.append(r.clone()).await {
+                Ok(p) => acked.push((p, r)),
+                Err(e) => assert_eq!(e.kind(), WalErrorKind::Fenced),
+            }
+        }
+    }
+    let last = open_at(
+        &base,
+        identity(3, 9),
+        WalPosition(0),
+        one_record_per_object(),
+    )
+    .await;
+    acked.sort_by_key(|(p, _)| *p);
+    let mut expected = vec![payload(0, 16)];
+    expected.extend(acked.into_iter().map(|(_, r)| r));
+    assert_eq!(replayed(&last).await, expected);
+}
+
+#[tokio::test]
+async fn two_opens_racing_each_other_lose_nothing_either_acknowledged() {
+    race((1, 2), (2, 3)).await;
+    race((2, 3), (1, 2)).await;
+}
