@@ -6,7 +6,7 @@ use object_store::path::Path;
 use crate::types::ObjectId;
 
 /// `{prefix}/objects/{hash:03x}/{id:020}`.
-pub(crate) fn object_path(prefix: &Path, id: ObjectId) -> Path {
+pub fn object_path(prefix: &Path, id: ObjectId) -> Path {
     // Fibonacci hashing: consecutive ids land on far-apart prefixes.
     let hash = id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52;
     prefix
@@ -18,7 +18,7 @@ pub(crate) fn object_path(prefix: &Path, id: ObjectId) -> Path {
 
 /// The object id of a data object key, if `path` is one (for listing objects).
 #[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn parse_object_path(path: &Path) -> Option<ObjectId> {
+pub fn parse_object_path(path: &Path) -> Option<ObjectId> {
     let name = path.filename()?;
     if name.len() != 20 || !name.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -3,10 +3,12 @@
 pub mod config;
 pub mod error;
 pub mod format;
-mod keys;
+#[doc(hidden)]
+pub mod keys;
 pub mod manifest;
 mod read;
-mod retry;
+#[doc(hidden)]
+pub mod retry;
 pub mod settings;
 mod store;
 pub mod testing;

@@ -19,14 +19,14 @@ const FIRST_DELAY: Duration = Duration::from_millis(20);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// Capped exponential backoff with jitter.
-pub(crate) struct Backoff {
+pub struct Backoff {
     attempt: u32,
     rng: u64,
 }
 
 impl Backoff {
     /// A backoff whose jitter is seeded by `seed` (an object id, a sequence number).
-    pub(crate) fn for_uploads(seed: u64) -> Self {
+    pub fn for_uploads(seed: u64) -> Self {
         Backoff {
             attempt: 0,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
@@ -86,7 +86,7 @@ pub(crate) fn is_transient(e: &Error) -> bool {
 /// The whole body of a GET. A body shorter (or longer) than the range the response claims is a
 /// transfer cut short, reported as a transient error so that the read is retried; it is never
 /// returned as data.
-pub(crate) async fn read_body(got: GetResult) -> object_store::Result<Bytes> {
+pub async fn read_body(got: GetResult) -> object_store::Result<Bytes> {
     let expected = got.range.end - got.range.start;
     let location = got.meta.location.to_string();
     let bytes = got.bytes().await?;
@@ -105,7 +105,7 @@ pub(crate) async fn read_body(got: GetResult) -> object_store::Result<Bytes> {
 
 /// Like [`retry_transient`], for calls that already return this crate's errors: retries those
 /// that [`is_transient`] calls transient.
-pub(crate) async fn retry_transient_errors<T, F, Fut>(
+pub async fn retry_transient_errors<T, F, Fut>(
     operation: &'static str,
     path: &Path,
     mut backoff: Backoff,
@@ -127,7 +127,7 @@ where
 }
 
 /// Runs `call` until it succeeds, fails for good, or transient failures exhaust the backoff.
-pub(crate) async fn retry_transient<T, F, Fut>(
+pub async fn retry_transient<T, F, Fut>(
     operation: &'static str,
     path: &Path,
     backoff: Backoff,

@@ -1,0 +1,187 @@
+//! Garbage collection: deleting data objects the manifest no longer references, after a grace.
+//!
+//! # Rules
+//!
+//! An object is deleted only when all of these hold:
+//!
+//! 1. It was listed under `{prefix}/objects/` *before* the manifest was refreshed, and the
+//!    refreshed manifest does not reference it. (Listing first means an object committed between
+//!    the two steps is seen as referenced.)
+//! 2. Its id is below the manifest's next object id: it was allocated through this manifest.
+//!    Anything else is not ours to judge, and is left alone with a warning.
+//! 3. Its `last_modified` (from the LIST) is older than the grace period: an upload still on its
+//!    way to a commit is never touched. The grace period must exceed the longest time between an
+//!    upload's PUT and its commit.
+//! 4. This collector has seen it unreferenced for at least the grace period, by the injected
+//!    clock. An object replaced by compaction may have been written long ago (rule 3 holds at
+//!    once), but readers that planned their reads on the old layout still fetch it: they get the
+//!    grace period from the moment it left the manifest. A collector that restarts forgets what it
+//!    saw and waits a whole grace period again, which is safe.
+//!
+//! A recovering node reads the manifest before it reads objects, and the objects it commits are
+//! new ids written after it started, so rules 1–3 never delete what it needs.
+//!
+//! Deletes are bounded per pass, retried on transient errors, and an object already gone counts
+//! as deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::stream::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use objstream::keys::parse_object_path;
+use objstream::manifest::MetaStore;
+use objstream::retry::{retry_transient, Backoff};
+use objstream::{ObjectId, Result};
+
+use crate::source::ObjectAccess;
+
+/// Deletions in flight at once.
+const DELETE_CONCURRENCY: usize = 16;
+
+/// What one collection did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Data objects listed.
+    pub listed: usize,
+    /// Listed objects the manifest does not reference.
+    pub unreferenced: usize,
+    /// Objects deleted.
+    pub deleted: usize,
+}
+
+/// An object the last LIST returned.
+#[derive(Clone, Debug)]
+struct Listed {
+    id: ObjectId,
+    path: Path,
+    last_modified_ms: u64,
+}
+
+/// The collector's memory: when each unreferenced object was first seen unreferenced.
+#[derive(Debug, Default)]
+pub(crate) struct Collector {
+    first_seen: BTreeMap<ObjectId, u64>,
+}
+
+impl Collector {
+    /// Notes that `ids` left the manifest at `now_ms`: the grace period of rule 4 starts now,
+    /// whatever was noted about them before.
+    pub(crate) fn removed_at(&mut self, ids: impl IntoIterator<Item = ObjectId>, now_ms: u64) {
+        for id in ids {
+            self.first_seen.insert(id, now_ms);
+        }
+    }
+
+    /// Notes that `ids` were written for a plan not committed yet: if the commit never takes
+    /// them, they are unreferenced since `now_ms`. A commit that does take them makes the next
+    /// collection forget this note.
+    pub(crate) fn written_at(&mut self, ids: impl IntoIterator<Item = ObjectId>, now_ms: u64) {
+        for id in ids {
+            self.first_seen.entry(id).or_insert(now_ms);
+        }
+    }
+
+    /// The objects of one collection: LIST, refresh the manifest, pick what rules 1–4 allow,
+    /// at most `max_deletes`.
+    pub(crate) async fn pick(
+        &mut self,
+        access: &ObjectAccess,
+        meta: &Arc<dyn MetaStore>,
+        now_ms: impl Fn() -> u64,
+        grace_ms: u64,
+        max_deletes: usize,
+    ) -> Result<(Vec<Path>, GcReport)> {
+        let listed = list_objects(access).await?;
+        let state = meta.refresh().await?;
+        let now = now_ms();
+        let mut report = GcReport {
+            listed: listed.len(),
+            ..GcReport::default()
+        };
+        let mut seen_now = BTreeMap::new();
+        let mut referenced = BTreeSet::new();
+        let mut doomed = Vec::new();
+        for l in listed {
+            if state.object(l.id).is_some() {
+                referenced.insert(l.id);
+                continue;
+            }
+            if l.id >= state.next_object_id() {
+                tracing::warn!(key = %l.path, "an object id the manifest never allocated; leaving it alone");
+                continue;
+            }
+            report.unreferenced += 1;
+            let first = self.first_seen.get(&l.id).copied().unwrap_or(now);
+            seen_now.insert(l.id, first);
+            let old_enough = now.saturating_sub(l.last_modified_ms) >= grace_ms;
+            let unreferenced_long_enough = now.saturating_sub(first) >= grace_ms;
+            if old_enough && unreferenced_long_enough && doomed.len() < max_deletes {
+                doomed.push(l.path);
+            }
+        }
+        // Forget what is gone or referenced; keep notes of ids not listed yet only while they
+        // are young.
+        for (id, since) in &self.first_seen {
+            let noted = seen_now.contains_key(id) || referenced.contains(id);
+            if !noted && now.saturating_sub(*since) < grace_ms {
+                seen_now.insert(*id, *since);
+            }
+        }
+        self.first_seen = seen_now;
+        Ok((doomed, report))
+    }
+
+    /// Forgets objects that were deleted.
+    pub(crate) fn deleted(&mut self, paths: &[Path]) {
+        for p in paths {
+            if let Some(id) = parse_object_path(p) {
+                self.first_seen.remove(&id);
+            }
+        }
+    }
+}
+
+/// Every data object under the prefix, sorted by id (LIST order is not relied on).
+async fn list_objects(access: &ObjectAccess) -> Result<Vec<Listed>> {
+    let root = access.prefix.clone().join("objects");
+    let mut listed = retry_transient("list objects", &root, Backoff::for_uploads(0), || async {
+        access.store.list(Some(&root)).try_collect::<Vec<_>>().await
+    })
+    .await?
+    .into_iter()
+    .filter_map(|m| {
+        parse_object_path(&m.location).map(|id| Listed {
+            id,
+            last_modified_ms: u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0),
+            path: m.location,
+        })
+    })
+    .collect::<Vec<_>>();
+    listed.sort_by_key(|l| l.id);
+    Ok(listed)
+}
+
+/// Deletes `paths`, several at a time; an object already gone counts as deleted.
+pub(crate) async fn delete_objects(access: &ObjectAccess, paths: &[Path]) -> Result<usize> {
+    let results: Vec<Result<()>> = futures::stream::iter(paths.iter().cloned())
+        .map(|path| async move {
+            retry_transient("delete object", &path, Backoff::for_uploads(0), || async {
+                match access.store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+        })
+        .buffer_unordered(DELETE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut deleted = 0;
+    for r in results {
+        r?;
+        deleted += 1;
+    }
+    Ok(deleted)
+}
