@@ -3,7 +3,15 @@
 
 use object_store::path::Path;
 
-use crate::types::ObjectId;
+use crate::types::{NodeId, ObjectId};
+
+/// `{prefix}/wal/{node:020}`: the slots of a node's object WAL live below it.
+pub(crate) fn wal_prefix(prefix: &Path, node: NodeId) -> Path {
+    prefix
+        .clone()
+        .join("wal")
+        .join(format!("{:020}", node.0).as_str())
+}
 
 /// `{prefix}/objects/{hash:03x}/{id:020}`.
 pub fn object_path(prefix: &Path, id: ObjectId) -> Path {

@@ -42,6 +42,43 @@ pub enum WalSettings {
         #[serde(default)]
         create_bytes: Option<u64>,
     },
+    /// WAL objects in an object store: S3 Express One Zone for single-digit-millisecond acks, or
+    /// any store. Reachable from every node, so any node can take over a failed one (it seals
+    /// the WAL first: see docs/protocols.md). Appends are batched into one object per
+    /// `batch_bytes` or `linger_micros`, whichever comes first.
+    Object {
+        /// The store holding the WAL, as a URL (`s3://bucket/prefix`, `file:///dir`). Default:
+        /// none, the data store under `{prefix}/wal`. A separate low-latency bucket (S3 Express)
+        /// gives faster acks while data stays in S3 Standard.
+        #[serde(default)]
+        url: Option<String>,
+        /// Close a WAL object at this many bytes. Default 4 MiB. Larger means fewer PUTs per GB
+        /// at saturation; under light load objects close on `linger_micros` and stay small.
+        #[serde(default = "default_wal_object_bytes")]
+        batch_bytes: usize,
+        /// Close a WAL object at most this long after its first record, in microseconds.
+        /// Default 2000 (2 ms). Adds up to this much to append latency; shorter means more PUTs
+        /// under light load. Nothing is written while idle.
+        #[serde(default = "default_wal_linger_micros")]
+        linger_micros: u64,
+        /// WAL objects uploading at once. Default 8, at most 64. Throughput is about
+        /// `max_in_flight * batch_bytes / PUT latency`. Every node should use the same value: a
+        /// node taking over seals this many slots past the failed writer.
+        #[serde(default = "default_wal_in_flight")]
+        max_in_flight: usize,
+    },
+}
+
+fn default_wal_object_bytes() -> usize {
+    4 << 20
+}
+
+fn default_wal_linger_micros() -> u64 {
+    2000
+}
+
+fn default_wal_in_flight() -> usize {
+    8
 }
 
 fn default_segment_bytes() -> u64 {
@@ -54,6 +91,17 @@ impl WalSettings {
         WalSettings::Block {
             path: path.into(),
             create_bytes,
+        }
+    }
+
+    /// An object WAL with default batching, in the data store (`url` none) or in the store at
+    /// `url`.
+    pub fn object(url: Option<String>) -> Self {
+        WalSettings::Object {
+            url,
+            batch_bytes: default_wal_object_bytes(),
+            linger_micros: default_wal_linger_micros(),
+            max_in_flight: default_wal_in_flight(),
         }
     }
 
@@ -236,6 +284,29 @@ impl Settings {
                     }
                 }
             }
+            WalSettings::Object {
+                url,
+                batch_bytes,
+                linger_micros,
+                max_in_flight,
+            } => {
+                if *batch_bytes == 0 {
+                    return fail("the object WAL's batch_bytes must be at least 1".into());
+                }
+                if *linger_micros > 10_000_000 {
+                    return fail(format!(
+                        "the object WAL's linger_micros of {linger_micros} is over 10 s: appends would wait that long"
+                    ));
+                }
+                if !(1..=64).contains(max_in_flight) {
+                    return fail(format!(
+                        "the object WAL's max_in_flight must be between 1 and 64, not {max_in_flight}"
+                    ));
+                }
+                if url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                    return fail("the object WAL's url is empty".into());
+                }
+            }
         }
         if self.max_uploads_in_flight == 0 {
             return fail("max_uploads_in_flight must be at least 1".into());
@@ -331,6 +402,33 @@ mod tests {
                 index_cache_bytes: 0,
                 ..Settings::default()
             },
+            Settings {
+                wal: WalSettings::Object {
+                    url: None,
+                    batch_bytes: 4 << 20,
+                    linger_micros: 2000,
+                    max_in_flight: 65,
+                },
+                ..Settings::default()
+            },
+            Settings {
+                wal: WalSettings::Object {
+                    url: None,
+                    batch_bytes: 0,
+                    linger_micros: 2000,
+                    max_in_flight: 8,
+                },
+                ..Settings::default()
+            },
+            Settings {
+                wal: WalSettings::Object {
+                    url: Some(" ".into()),
+                    batch_bytes: 1 << 20,
+                    linger_micros: 2000,
+                    max_in_flight: 8,
+                },
+                ..Settings::default()
+            },
         ];
         for s in bad {
             let e = s.validate().unwrap_err();
@@ -370,5 +468,13 @@ mod tests {
     fn wal_backend_is_chosen_by_tag() {
         let w: WalSettings = serde_json::from_str(r#"{"backend":"file","dir":"/x"}"#).unwrap();
         assert_eq!(w, WalSettings::file("/x"));
+        let w: WalSettings = serde_json::from_str(r#"{"backend":"object"}"#).unwrap();
+        assert_eq!(w, WalSettings::object(None));
+        Settings {
+            wal: w,
+            ..Settings::default()
+        }
+        .validate()
+        .unwrap();
     }
 }

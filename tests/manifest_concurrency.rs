@@ -59,6 +59,7 @@ fn one_object(
                 end: Offset(start + RECORDS_PER_OBJECT),
             }],
         }],
+        wal_floor: None,
     }
 }
 

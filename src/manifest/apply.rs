@@ -22,6 +22,8 @@
 //!    committed to and closed by any live node: that is how a failed node is recovered.
 //! 7. Compaction replaces objects only with objects holding the same offsets of every stream,
 //!    except offsets below a stream's trim point or of a deleted stream, which it may drop.
+//! 8. A node's WAL floor only rises. A node raises its own (with a commit or `TrimWal`); a live
+//!    node raises the floor of a node fenced at its current epoch, after recovering its WAL.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,7 +66,20 @@ impl ManifestState {
                 node,
                 node_epoch,
                 objects,
-            } => self.commit_objects(*node, *node_epoch, objects),
+                wal_floor,
+            } => {
+                let outcome = self.commit_objects(*node, *node_epoch, objects)?;
+                if let Some(floor) = wal_floor {
+                    self.raise_wal_floor(*node, *floor);
+                }
+                Ok(outcome)
+            }
+            Change::TrimWal {
+                node,
+                node_epoch,
+                owner,
+                floor,
+            } => self.trim_wal(*node, *node_epoch, *owner, *floor),
             Change::ReplaceObjects {
                 compactor_epoch,
                 removed,
@@ -84,6 +99,7 @@ impl ManifestState {
         let meta = self.nodes.entry(node).or_insert(NodeMeta {
             epoch,
             fenced_epoch: None,
+            wal_floor: 0,
         });
         meta.epoch = epoch;
         Ok(Outcome::NodeEpoch(epoch))
@@ -106,6 +122,39 @@ impl ManifestState {
         }
         meta.fenced_epoch = Some(epoch);
         Ok(Outcome::Done)
+    }
+
+    fn trim_wal(
+        &mut self,
+        node: NodeId,
+        node_epoch: Epoch,
+        owner: NodeId,
+        floor: u64,
+    ) -> Result<Outcome> {
+        self.check_live(node, node_epoch)?;
+        let Some(meta) = self.nodes.get(&owner) else {
+            return Err(Error::invalid(format!(
+                "cannot trim the WAL of {owner}: it never started"
+            )));
+        };
+        if owner != node && !meta.is_fenced(meta.epoch) {
+            return Err(Error::fenced(format!(
+                "{node} cannot trim the WAL of {owner}: {owner} is live at {}",
+                meta.epoch
+            )));
+        }
+        if floor <= meta.wal_floor {
+            return Ok(Outcome::AlreadyApplied);
+        }
+        self.raise_wal_floor(owner, floor);
+        Ok(Outcome::Done)
+    }
+
+    /// The floor only rises: a commit replayed out of date never lowers it.
+    fn raise_wal_floor(&mut self, node: NodeId, floor: u64) {
+        if let Some(meta) = self.nodes.get_mut(&node) {
+            meta.wal_floor = meta.wal_floor.max(floor);
+        }
     }
 
     fn create_stream(&mut self, node: NodeId, node_epoch: Epoch) -> Result<Outcome> {

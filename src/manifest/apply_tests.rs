@@ -49,6 +49,7 @@ fn commit(node: NodeId, node_epoch: u64, objects: Vec<ObjectMeta>) -> Change {
         node,
         node_epoch: Epoch(node_epoch),
         objects,
+        wal_floor: None,
     }
 }
 
@@ -963,4 +964,64 @@ fn replaying_the_same_changes_yields_the_same_state() {
         serde_json::to_string(&first).unwrap(),
         serde_json::to_string(&second).unwrap()
     );
+}
+
+fn trim_wal(node: NodeId, node_epoch: u64, owner: NodeId, floor: u64) -> Change {
+    Change::TrimWal {
+        node,
+        node_epoch: Epoch(node_epoch),
+        owner,
+        floor,
+    }
+}
+
+#[test]
+fn a_commit_records_the_wal_floor_of_its_node_and_the_floor_never_falls() {
+    let mut state = base();
+    let mut change = commit(
+        A,
+        1,
+        vec![object(0, ObjectKind::StreamSet, vec![range(S, 1, 0, 10)])],
+    );
+    if let Change::CommitObjects { wal_floor, .. } = &mut change {
+        *wal_floor = Some(4096);
+    }
+    ok(&mut state, change);
+    assert_eq!(state.node(A).unwrap().wal_floor, 4096);
+    assert_eq!(state.node(B).unwrap().wal_floor, 0);
+    assert_eq!(
+        ok(&mut state, trim_wal(A, 1, A, 100)),
+        Outcome::AlreadyApplied
+    );
+    assert_eq!(
+        state.node(A).unwrap().wal_floor,
+        4096,
+        "a lower floor is ignored"
+    );
+    assert_eq!(ok(&mut state, trim_wal(A, 1, A, 8192)), Outcome::Done);
+    assert_eq!(state.node(A).unwrap().wal_floor, 8192);
+}
+
+#[test]
+fn only_the_owner_or_a_live_node_after_fencing_it_may_raise_a_wal_floor() {
+    let mut state = base();
+    let err = refused(&mut state, trim_wal(B, 1, A, 10));
+    assert_eq!(err.kind(), ErrorKind::Reopen, "A is live: {err}");
+    ok(
+        &mut state,
+        Change::FenceNode {
+            node: A,
+            epoch: Epoch(1),
+        },
+    );
+    let err = refused(&mut state, trim_wal(A, 1, A, 10));
+    assert_eq!(err.kind(), ErrorKind::Reopen, "A is fenced: {err}");
+    ok(&mut state, trim_wal(B, 1, A, 10));
+    assert_eq!(state.node(A).unwrap().wal_floor, 10);
+    let err = refused(&mut state, trim_wal(B, 1, NodeId(9), 10));
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    // After a restart A raises its own floor again; B no longer may.
+    ok(&mut state, Change::OpenNode { node: A });
+    refused(&mut state, trim_wal(B, 1, A, 20));
+    ok(&mut state, trim_wal(A, 2, A, 20));
 }

@@ -96,6 +96,25 @@ pub enum Change {
         node_epoch: Epoch,
         /// The objects, in the order their ranges follow each other.
         objects: Vec<ObjectMeta>,
+        /// The committing node's WAL may be trimmed below this position once the commit is in:
+        /// every record below it is in objects. Recorded before the WAL deletes anything, so a
+        /// node recovering an object WAL knows that no slot at or above the newest floor was
+        /// ever deleted (see `ManifestState::wal_floor`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wal_floor: Option<u64>,
+    },
+    /// Raises the WAL floor of `owner` (see `CommitObjects::wal_floor`) without committing
+    /// objects: after an upload that had nothing left to commit, or by a node that recovered a
+    /// fenced owner's WAL and is about to trim it.
+    TrimWal {
+        /// The acting node.
+        node: NodeId,
+        /// Its current epoch.
+        node_epoch: Epoch,
+        /// Whose WAL: `node` itself, or a node fenced at its current epoch.
+        owner: NodeId,
+        /// The new floor, a WAL position.
+        floor: u64,
     },
     /// Replaces objects by others holding the same data (compaction). The added objects cover
     /// exactly what the removed ones covered, stream by stream, except data below a stream's
@@ -125,6 +144,7 @@ impl Change {
             Change::DeleteStream { .. } => "delete_stream",
             Change::AllocateObjectIds { .. } => "allocate_object_ids",
             Change::CommitObjects { .. } => "commit_objects",
+            Change::TrimWal { .. } => "trim_wal",
             Change::ReplaceObjects { .. } => "replace_objects",
             Change::OpenCompactor => "open_compactor",
         }

@@ -253,6 +253,7 @@ mod tests {
                         end: Offset(20),
                     }],
                 }],
+                wal_floor: None,
             },
         }
     }

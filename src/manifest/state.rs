@@ -76,6 +76,14 @@ pub struct NodeMeta {
     pub epoch: Epoch,
     /// The newest epoch of the node that was fenced, if any.
     pub fenced_epoch: Option<Epoch>,
+    /// The node's WAL floor: every record of its WAL below this position is in objects, and
+    /// nothing at or above it has been trimmed. 0 until the first commit that records one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wal_floor: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl NodeMeta {
@@ -287,6 +295,7 @@ mod tests {
             NodeMeta {
                 epoch: Epoch(1),
                 fenced_epoch: None,
+                wal_floor: 0,
             },
         );
         let mut meta = StreamMeta {
@@ -407,6 +416,7 @@ mod tests {
             NodeMeta {
                 epoch: Epoch(1),
                 fenced_epoch: Some(Epoch(2)),
+                wal_floor: 0,
             },
         );
         assert!(state.check_invariants().is_err());
@@ -417,6 +427,7 @@ mod tests {
         let node = NodeMeta {
             epoch: Epoch(3),
             fenced_epoch: Some(Epoch(2)),
+            wal_floor: 0,
         };
         assert!(node.is_live(Epoch(3)));
         assert!(!node.is_live(Epoch(2)));
@@ -424,6 +435,7 @@ mod tests {
         let fenced = NodeMeta {
             epoch: Epoch(3),
             fenced_epoch: Some(Epoch(3)),
+            wal_floor: 0,
         };
         assert!(!fenced.is_live(Epoch(3)));
     }

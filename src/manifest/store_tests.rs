@@ -104,6 +104,7 @@ fn commit_of(stream: StreamId, id: u64, start: u64) -> Change {
                 end: Offset(start + 10),
             }],
         }],
+        wal_floor: None,
     }
 }
 

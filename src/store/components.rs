@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::ObjectStore;
-use objstream_wal::{BlockWal, BlockWalOptions, FileWal, FileWalOptions, Wal};
+use objstream_wal::{
+    BlockWal, BlockWalOptions, FileWal, FileWalOptions, ObjectWal, ObjectWalIdentity,
+    ObjectWalOptions, Wal, WalPosition,
+};
 
 use crate::error::Result;
 use crate::manifest::{MetaStore, ObjectStoreMetaStore, WriterToken};
@@ -112,17 +115,74 @@ impl Components {
     }
 }
 
-/// Opens the WAL that `settings` describes, for node `node` at `node_epoch` (the block WAL
-/// writes them into its header and refuses an opener older than its last writer).
+/// Whose WAL to open, as whom, and where an object WAL lives.
+pub(crate) struct WalTarget<'a> {
+    /// The node whose WAL it is.
+    pub owner: NodeId,
+    /// The epoch to write (or seal) it at: the owner's current epoch when it opens its own, one
+    /// above the failed node's epoch when another node takes it over.
+    pub epoch: Epoch,
+    /// The node opening it, and that node's epoch.
+    pub actor: (NodeId, Epoch),
+    /// The owner's WAL floor from the manifest (object WAL: where sealing starts).
+    pub floor: u64,
+    /// The data store and its prefix (an object WAL without a URL lives there, under `wal/`).
+    pub objects: &'a Arc<dyn ObjectStore>,
+    pub prefix: &'a Path,
+}
+
+/// Opens the WAL that `settings` describes for `target` (the block WAL writes node and epoch
+/// into its header and refuses an opener older than its last writer; the object WAL seals every
+/// slot a previous writer could still fill).
 pub(crate) async fn open_wal(
     settings: &WalSettings,
     max_batch_bytes: usize,
-    node: NodeId,
-    node_epoch: Epoch,
+    target: WalTarget<'_>,
 ) -> Result<Arc<dyn Wal>> {
     // The WAL record adds a small header to the batch payload.
     let max_record_bytes = max_batch_bytes + crate::wal_record::HEADER_LEN;
+    if let WalSettings::Object {
+        url,
+        batch_bytes,
+        linger_micros,
+        max_in_flight,
+    } = settings
+    {
+        let (store, prefix) = match url {
+            Some(url) => {
+                let at =
+                    crate::config::open_url(url, &crate::config::ObjectStoreOptions::default())?;
+                (at.store, at.prefix)
+            }
+            None => (target.objects.clone(), target.prefix.clone()),
+        };
+        let options = ObjectWalOptions {
+            batch_bytes: *batch_bytes,
+            linger: std::time::Duration::from_micros(*linger_micros),
+            max_in_flight: *max_in_flight,
+            max_record_size: max_record_bytes,
+            ..ObjectWalOptions::default()
+        };
+        let identity = ObjectWalIdentity {
+            owner: target.owner.0,
+            epoch: target.epoch.0,
+            actor: target.actor.0 .0,
+            actor_epoch: target.actor.1 .0,
+        };
+        let wal = ObjectWal::open(
+            store,
+            crate::keys::wal_prefix(&prefix, target.owner),
+            identity,
+            WalPosition(target.floor),
+            options,
+        )
+        .await?;
+        let report = wal.seal_report();
+        tracing::info!(owner = %target.owner, epoch = %target.epoch, ?report, "object WAL sealed");
+        return Ok(Arc::new(wal));
+    }
     let settings = settings.clone();
+    let (node, node_epoch) = (target.owner, target.epoch);
     let wal = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Wal>> {
         Ok(match settings {
             WalSettings::File { dir, segment_bytes } => Arc::new(FileWal::open(
@@ -142,6 +202,7 @@ pub(crate) async fn open_wal(
                     ..BlockWalOptions::default()
                 },
             )?),
+            WalSettings::Object { .. } => unreachable!("opened above"),
         })
     })
     .await

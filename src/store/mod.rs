@@ -119,11 +119,21 @@ impl Store {
         let wal = match parts.wal {
             Some(wal) => wal,
             None => {
+                let floor = committed
+                    .state
+                    .node(settings.node_id)
+                    .map_or(0, |n| n.wal_floor);
                 components::open_wal(
                     &settings.wal,
                     settings.max_batch_bytes,
-                    settings.node_id,
-                    node_epoch,
+                    components::WalTarget {
+                        owner: settings.node_id,
+                        epoch: node_epoch,
+                        actor: (settings.node_id, node_epoch),
+                        floor,
+                        objects: &parts.objects,
+                        prefix: &parts.prefix,
+                    },
                 )
                 .await?
             }
@@ -425,7 +435,9 @@ async fn run_completions(inner: Weak<StoreInner>, mut rx: mpsc::UnboundedReceive
     while let Some(f) = rx.recv().await {
         let outcome = f.durable.await;
         let Some(inner) = inner.upgrade() else {
-            let _ = f.reply.send(Err(Error::fenced("the store was dropped")));
+            // The store is gone but the WAL's verdict stands: a durable append is acknowledged
+            // (a restart or a takeover will commit it), a failed one fails.
+            let _ = f.reply.send(outcome.map(|_| f.result).map_err(Error::from));
             continue;
         };
         match outcome {

@@ -93,7 +93,7 @@ pub(crate) async fn recover(inner: &StoreInner) -> Result<()> {
         }
     }
     if let Some(last) = records.last() {
-        inner.wal.trim(last.end).await?;
+        super::replay::trim_recorded(inner, inner.node, inner.wal.as_ref(), last.end).await?;
     }
     Ok(())
 }

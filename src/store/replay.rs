@@ -1,12 +1,14 @@
-//! Which records of a replayed WAL still have to be committed: shared by restart recovery and
-//! by the takeover of a failed node.
+//! Which records of a replayed WAL still have to be committed, and trimming the WAL once they
+//! are: shared by restart recovery and by the takeover of a failed node.
 
 use std::collections::HashMap;
 
-use objstream_wal::WalRecord;
+use objstream_wal::{Wal, WalPosition, WalRecord};
 
+use super::StoreInner;
 use crate::error::{Error, Result};
-use crate::types::{Epoch, Offset, StreamId};
+use crate::manifest::Change;
+use crate::types::{Epoch, NodeId, Offset, StreamId};
 use crate::wal_record::{self, WalBatch};
 
 /// The records of `records` to commit, in order. `open` gives, for each stream whose records
@@ -45,4 +47,25 @@ pub(crate) fn uncommitted(
         kept.push(logged);
     }
     Ok(kept)
+}
+
+/// Trims `owner`'s WAL below `before` after recording `before` as its floor in the manifest: an
+/// object WAL must never lose a slot at or above the floor a recovering node will read.
+pub(crate) async fn trim_recorded(
+    inner: &StoreInner,
+    owner: NodeId,
+    wal: &dyn Wal,
+    before: WalPosition,
+) -> Result<()> {
+    inner
+        .meta
+        .commit(Change::TrimWal {
+            node: inner.node,
+            node_epoch: inner.node_epoch,
+            owner,
+            floor: before.0,
+        })
+        .await?;
+    wal.trim(before).await?;
+    Ok(())
 }

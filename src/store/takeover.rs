@@ -23,7 +23,7 @@ use objstream_wal::Wal;
 
 use super::{Store, StoreInner};
 use crate::error::{Error, Result};
-use crate::manifest::{Change, Outcome, StreamStatus};
+use crate::manifest::{Change, NodeMeta, Outcome, StreamStatus};
 use crate::types::{NodeId, RecordBatch, StreamId};
 use crate::upload::{build, put_object};
 
@@ -60,36 +60,42 @@ impl Store {
     }
 
     /// [`Store::recover_node`] on the WAL that `wal` describes (the failed node's settings).
-    /// A block WAL is opened as the failed node at an epoch above its current one, which fences
-    /// a writer that still holds the device.
+    /// The failed node is fenced in the manifest first; then its WAL is opened as the failed node
+    /// at an epoch above its current one, which fences a writer that still holds it: a block WAL
+    /// gets the higher epoch in its header, an object WAL is sealed from the floor the manifest
+    /// records.
     pub async fn recover_node_from(
         &self,
         failed: NodeId,
         wal: &crate::WalSettings,
     ) -> Result<NodeRecovery> {
-        let state = self.inner.meta.refresh().await?;
-        let epoch = state
-            .node(failed)
-            .ok_or_else(|| Error::invalid(format!("{failed} has never opened")))?
-            .epoch;
+        let node = fence(&self.inner, failed).await?;
         let opened = super::components::open_wal(
             wal,
             self.inner.settings.max_batch_bytes,
-            failed,
-            epoch.next(),
+            super::components::WalTarget {
+                owner: failed,
+                epoch: node.epoch.next(),
+                actor: (self.inner.node, self.inner.node_epoch),
+                floor: node.wal_floor,
+                objects: &self.inner.objects,
+                prefix: &self.inner.prefix,
+            },
         )
         .await?;
         recover(&self.inner, failed, opened).await
     }
 }
 
-async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {
+/// Fences `failed` at its current epoch (idempotent) and returns what the manifest then says of
+/// it. Every commit the failed node attempts from now on is refused, so the WAL floor read here
+/// is the last it will ever record.
+async fn fence(inner: &StoreInner, failed: NodeId) -> Result<NodeMeta> {
     if failed == inner.node {
         return Err(Error::invalid(format!(
             "{failed} cannot recover itself; reopen it instead"
         )));
     }
-    let started = Instant::now();
     let state = inner.meta.refresh().await?;
     let node = state
         .node(failed)
@@ -101,6 +107,16 @@ async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Resul
             epoch: node.epoch,
         })
         .await?;
+    let state = inner.meta.refresh().await?;
+    state
+        .node(failed)
+        .copied()
+        .ok_or_else(|| Error::internal(format!("{failed} vanished from the manifest")))
+}
+
+async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {
+    let started = Instant::now();
+    let node = fence(inner, failed).await?;
     tracing::info!(node = %failed, epoch = %node.epoch, by = %inner.node, "node fenced; recovering its WAL");
     let state = inner.meta.refresh().await?;
     let owned: HashMap<StreamId, _> = state
@@ -168,6 +184,7 @@ async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Resul
                 node: inner.node,
                 node_epoch: inner.node_epoch,
                 objects: built.into_iter().map(|b| b.meta).collect(),
+                wal_floor: None,
             })
             .await?;
     }
@@ -185,7 +202,7 @@ async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Resul
             .await?;
     }
     if let Some(last) = records.last() {
-        wal.trim(last.end).await?;
+        super::replay::trim_recorded(inner, failed, wal.as_ref(), last.end).await?;
     }
     report.streams_closed = closed;
     report.millis = started.elapsed().as_millis() as u64;

@@ -254,12 +254,25 @@ pub(crate) async fn put_object(
 
 async fn commit(store: &StoreInner, uploaded: Result<Uploaded>) -> Result<()> {
     let uploaded = uploaded?;
-    if !uploaded.objects.is_empty() {
-        let change = Change::CommitObjects {
+    let wal_floor = uploaded.trim_before.map(|p| p.0);
+    // The WAL floor goes into the manifest with the commit, before the WAL deletes anything:
+    // a node recovering an object WAL starts from the newest floor it finds there.
+    let change = if !uploaded.objects.is_empty() {
+        Some(Change::CommitObjects {
             node: store.node,
             node_epoch: store.node_epoch,
             objects: uploaded.objects.clone(),
-        };
+            wal_floor,
+        })
+    } else {
+        wal_floor.map(|floor| Change::TrimWal {
+            node: store.node,
+            node_epoch: store.node_epoch,
+            owner: store.node,
+            floor,
+        })
+    };
+    if let Some(change) = change {
         let mut backoff = Backoff::for_uploads(uploaded.upto_seq);
         loop {
             match store.meta.commit(change.clone()).await {
@@ -274,6 +287,7 @@ async fn commit(store: &StoreInner, uploaded: Result<Uploaded>) -> Result<()> {
         tracing::debug!(
             objects = ?uploaded.objects.iter().map(|o| o.id).collect::<Vec<_>>(),
             upto_seq = uploaded.upto_seq,
+            wal_floor,
             "objects committed"
         );
     }
