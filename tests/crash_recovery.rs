@@ -1,6 +1,7 @@
-//! G1 and G3 under real crashes: a child process appends through the file WAL and is killed
-//! with SIGKILL at a random moment; the node then restarts (WAL replay, upload, commit) and every
-//! acknowledged batch must be readable at its offset with identical bytes, offsets dense.
+//! G1 and G3 under real crashes: a child process appends through a WAL (file, block or object)
+//! and is killed with SIGKILL at a random moment; the node then restarts (WAL replay, upload,
+//! commit) or another node takes it over, and every acknowledged batch must be readable at its
+//! offset with identical bytes, offsets dense.
 //! Repeated for many cycles on each backend (a local directory and the S3 server).
 //!
 //! The child is this same test binary, started with `OBJSTREAM_CRASH_CHILD` set; it runs
@@ -23,12 +24,17 @@ use objstream::{Offset, RecordBatch, StreamId};
 
 const STREAMS: usize = 3;
 
-/// Node `id` in `dir` with the WAL backend named `wal` ("file" or "block").
+/// Node `id` in `dir` with the WAL backend named `wal` ("file", "block" or "object": WAL
+/// objects in the data store, reachable by every node).
 fn node(dir: &Path, id: u64, wal: &str) -> Node {
     let mut node = Node::new(dir, id);
-    if wal == "block" {
-        node.settings.wal =
-            objstream::WalSettings::block(dir.join(format!("block-{id}.wal")), Some(32 << 20));
+    match wal {
+        "block" => {
+            node.settings.wal =
+                objstream::WalSettings::block(dir.join(format!("block-{id}.wal")), Some(32 << 20))
+        }
+        "object" => node.settings.wal = objstream::WalSettings::object(None),
+        _ => {}
     }
     node
 }
@@ -190,6 +196,20 @@ async fn acknowledged_appends_survive_sigkill_with_the_block_wal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_with_a_block_wal_is_taken_over_by_another_node() {
     kill_cycles(6, true, "block").await;
+}
+
+/// The same with the object WAL: WAL objects in the data store, sealed by the restarted node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_sigkill_with_the_object_wal() {
+    kill_cycles(12, false, "object").await;
+}
+
+/// Another node takes over the killed node's object WAL: it fences the node in the manifest,
+/// seals the WAL from the floor the manifest records, replays it and commits what was not in
+/// objects; the next child (node 1 again) seals once more and continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_with_an_object_wal_is_taken_over_by_another_node() {
+    kill_cycles(8, true, "object").await;
 }
 
 /// The killed node does not come back: another node recovers it from its WAL, and the next
