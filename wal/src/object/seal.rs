@@ -9,8 +9,9 @@
 //!    parallel. A create that meets an object reads it (an ambiguous retry of our own fence
 //!    counts as ours). If `high + 1` was taken, try `high + 2`, ... until a fence lands there.
 //!    `F` is the lowest slot where one of our fences landed.
-//! 3. Read every slot in `[floor, F)` (bounded parallelism) and every other known slot above
-//!    `F`, so that `W` = the largest `max_in_flight` in any header (or ours) is known.
+//! 3. Read every slot in `[floor, F)` (bounded parallelism) and the header of every other
+//!    known slot above `F`, so that `W` = the largest `max_in_flight` in any header (or ours)
+//!    is known.
 //! 4. Create a fence in every empty slot of `(F, F + W]` (repeated if a collision there reveals a
 //!    larger window). Now every slot of `[floor, F + W]` holds an object, and no earlier writer
 //!    can issue a slot above `F + W - 1` (module docs, rule 4).
@@ -53,7 +54,7 @@ struct Sealer<'a> {
     prefix: &'a Path,
     options: &'a ObjectWalOptions,
     fence: Writer,
-    /// Objects read, by slot.
+    /// Objects read, by slot: whole below `F`, at least the header above.
     read: BTreeMap<u64, Bytes>,
     /// Slots where our fence landed.
     ours: BTreeSet<u64>,
@@ -134,12 +135,18 @@ pub(crate) async fn seal(
     }
     let first_fence = s.ours.first().copied().unwrap_or(next);
 
-    // 3. Read [floor, F) and every known object above F.
-    let to_read: Vec<u64> = (floor_slot..first_fence)
-        .chain(s.listed.range(first_fence..).copied())
-        .filter(|slot| !s.read.contains_key(slot) && !s.ours.contains(slot))
+    // 3. Read [floor, F), and the header of every other object above F.
+    let below: Vec<u64> = (floor_slot..first_fence)
+        .filter(|slot| !s.read.contains_key(slot))
         .collect();
-    s.read_all(to_read).await?;
+    s.read_all(below, false).await?;
+    let above: Vec<u64> = s
+        .listed
+        .range(first_fence..)
+        .filter(|slot| !s.read.contains_key(slot))
+        .copied()
+        .collect();
+    s.read_all(above, true).await?;
     for slot in floor_slot..first_fence {
         if !s.read.contains_key(&slot) {
             return Err(WalError::corruption(
@@ -253,15 +260,20 @@ impl Sealer<'_> {
         }
     }
 
-    /// Reads `slots` in parallel. A slot that does not exist is left out (the caller decides
-    /// whether that is corruption).
-    async fn read_all(&mut self, slots: Vec<u64>) -> WalResult<()> {
+    /// Reads `slots` in parallel, whole or (`headers_only`) just their headers. A slot that
+    /// does not exist is left out (the caller decides whether that is corruption).
+    async fn read_all(&mut self, slots: Vec<u64>, headers_only: bool) -> WalResult<()> {
         let parallelism = self.options.replay_parallelism;
         let this = &*self;
         let got: Vec<(u64, Option<Bytes>)> = futures::stream::iter(slots)
             .map(|slot| async move {
                 let key = layout::slot_key(this.prefix, slot);
-                let bytes = store::get(this.store, this.options.retry, slot, &key).await?;
+                let policy = this.options.retry;
+                let bytes = if headers_only {
+                    store::get_head(this.store, policy, slot, &key, layout::HEADER_LEN).await?
+                } else {
+                    store::get(this.store, policy, slot, &key).await?
+                };
                 Ok::<_, WalError>((slot, bytes))
             })
             .buffer_unordered(parallelism)

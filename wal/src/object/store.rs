@@ -11,12 +11,13 @@
 //! replays the same delays.
 
 use std::future::Future;
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::{WalError, WalResult};
 
@@ -167,8 +168,31 @@ pub(crate) async fn get(
     seed: u64,
     key: &Path,
 ) -> WalResult<Option<Bytes>> {
+    read(store, policy, seed, key, None).await
+}
+
+/// The first `len` bytes of `key` (fewer if the object is shorter), or `None` when it does not
+/// exist.
+pub(crate) async fn get_head(
+    store: &dyn ObjectStore,
+    policy: RetryPolicy,
+    seed: u64,
+    key: &Path,
+    len: usize,
+) -> WalResult<Option<Bytes>> {
+    read(store, policy, seed, key, Some(0..len as u64)).await
+}
+
+async fn read(
+    store: &dyn ObjectStore,
+    policy: RetryPolicy,
+    seed: u64,
+    key: &Path,
+    range: Option<Range<u64>>,
+) -> WalResult<Option<Bytes>> {
     let result = retry(policy, seed, "get", || async {
-        let got = store.get(key).await?;
+        let options = GetOptions::new().with_range(range.clone());
+        let got = store.get_opts(key, options).await?;
         let expected = got.range.end - got.range.start;
         let bytes = got.bytes().await?;
         if bytes.len() as u64 != expected {
