@@ -120,8 +120,13 @@ async fn a_later_slot_landing_first_is_not_acknowledged_before_the_earlier_one()
     assert_eq!(slot_of(p0), start);
     gate.reached().await;
     // Slot start + 2 lands, start + 1 is held: the third append must wait.
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(slots(&*store.inner()).await.last(), Some(&(start + 2)));
+    let inner = store.inner();
+    eventually("slot start + 2 landed", || {
+        let inner = inner.clone();
+        async move { slots(&*inner).await.contains(&(start + 2)) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(futures::poll!(&mut second).is_pending());
     assert!(futures::poll!(&mut third).is_pending());
     gate.release();
@@ -130,34 +135,40 @@ async fn a_later_slot_landing_first_is_not_acknowledged_before_the_earlier_one()
 }
 
 #[tokio::test]
-async fn no_more_than_max_in_flight_objects_are_unacknowledged() {
+async fn a_full_window_issues_nothing_more_and_queued_records_go_out_in_big_objects() {
     let store = memory();
-    let wal = open_at(
-        &store,
-        identity(1, 1),
-        WalPosition(0),
-        one_record_per_object(),
-    )
-    .await;
+    let wal = open_at(&store, identity(1, 1), WalPosition(0), options()).await;
     let start = wal.seal_report().writer_start_slot;
+    let key = |slot: u64| slot_key(&prefix(), slot).to_string();
     let gate = store.hold_put(&slot_key(&prefix(), start));
-    let futures: Vec<_> = (0..12).map(|i| wal.append(payload(i, 100))).collect();
-    gate.reached().await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let issued = store
-        .puts()
-        .iter()
-        .filter(|k| k.as_str() >= slot_key(&prefix(), start).as_ref())
-        .count();
-    assert_eq!(issued, 4, "{:?}", store.puts());
-    gate.release();
-    for (i, f) in futures.into_iter().enumerate() {
-        let p = f.await.unwrap();
-        assert!(slot_of(p) >= start + (i as u64).min(4));
+    let mut first = Vec::new();
+    for i in 0..4 {
+        first.push(wal.append(payload(i, 100)));
+        let k = key(start + i);
+        eventually("the object was sent", || {
+            let sent = store.puts().contains(&k);
+            async move { sent }
+        })
+        .await;
     }
-    // At saturation the queued records went out in fewer, bigger objects.
-    let max_slot = slots(&*store.inner()).await.last().copied().unwrap();
-    assert!(max_slot < start + 12, "{max_slot}");
+    // Four objects unacknowledged (the first held): the window is full.
+    let rest: Vec<_> = (4..104).map(|i| wal.append(payload(i, 100))).collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(
+        !store.puts().contains(&key(start + 4)),
+        "{:?}",
+        store.puts()
+    );
+    gate.release();
+    for f in first {
+        f.await.unwrap();
+    }
+    let mut slots_used = std::collections::BTreeSet::new();
+    for f in rest {
+        slots_used.insert(slot_of(f.await.unwrap()));
+    }
+    // 100 records of 128 frame bytes in objects of up to 4 KiB.
+    assert_eq!(slots_used.len(), 4, "{slots_used:?}");
 }
 
 #[tokio::test]

@@ -276,8 +276,11 @@ async fn a_zombie_write_that_lands_above_the_first_fence_is_never_replayed() {
     let first = zombie.append(payload(0, 10));
     let second = zombie.append(payload(1, 10));
     held.reached().await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(slots(&*inner).await.contains(&(start + 1)));
+    eventually("slot start + 1 landed", || {
+        let inner = inner.clone();
+        async move { slots(&*inner).await.contains(&(start + 1)) }
+    })
+    .await;
 
     let sealer = open_at(
         &GatedStore::new(inner.clone()),

@@ -395,3 +395,19 @@ pub async fn slots(store: &dyn ObjectStore) -> Vec<u64> {
     slots.sort_unstable();
     slots
 }
+
+/// Waits until `condition` holds, checking every millisecond; panics after ten seconds.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
