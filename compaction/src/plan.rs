@@ -14,8 +14,9 @@
 //! 3. [`PlanKind::MergeStreamSet`]: `fanout` stream set objects of one size tier merge; streams
 //!    with at least `stream_split_bytes` in them get stream objects of their own, the rest share
 //!    a new stream set object.
-//! 4. [`PlanKind::MergeStreamObjects`]: `fanout` neighbouring stream objects of one stream, of
-//!    one tier, merge into one.
+//! 4. [`PlanKind::MergeStreamObjects`]: neighbouring stream objects of one stream merge when the
+//!    newer ones together outgrow the older one (see `Planner::stream_window`), so sizes shrink
+//!    geometrically from old to new.
 //! 5. [`PlanKind::DropTrimmed`]: an object at least half of whose records are below its
 //!    streams' trim offsets is rewritten without them.
 //!
@@ -302,7 +303,6 @@ impl<'a> Planner<'a> {
     }
 
     fn stream_objects(&mut self) {
-        let fanout = self.settings.fanout.max(2);
         let mut plans = Vec::new();
         for s in self.state.streams() {
             if s.status == StreamStatus::Deleted {
@@ -323,51 +323,89 @@ impl<'a> Planner<'a> {
                     && !self.taken.contains(&o.id)
                     && o.size < self.settings.max_stream_object_bytes
             };
-            let mut i = 0;
-            while i + fanout <= units.len() {
-                let window = &units[i..i + fanout];
-                let tier = self.settings.tier(window[0].size);
-                let bytes: u64 = window.iter().map(|o| o.size).sum();
-                let ok = window
-                    .iter()
-                    .all(|o| mergeable(o) && self.settings.tier(o.size) == tier)
-                    && bytes <= self.settings.max_stream_object_bytes
-                    && bytes <= self.settings.max_plan_bytes;
-                if !ok {
-                    i += 1;
-                    continue;
+            for run in units.split(|o| !mergeable(o)) {
+                if let Some(window) = self.stream_window(run) {
+                    plans.push(self.merge_stream_objects(window));
                 }
-                let mut pieces: Vec<Piece> = window
-                    .iter()
-                    .flat_map(|o| {
-                        o.ranges.iter().filter_map(|r| {
-                            self.keep_from(r).map(|keep_from| Piece {
-                                source: o.id,
-                                source_size: o.size,
-                                range: *r,
-                                keep_from,
-                            })
-                        })
-                    })
-                    .collect();
-                pieces.sort_by_key(|p| p.range.start);
-                plans.push(Plan {
-                    kind: PlanKind::MergeStreamObjects,
-                    removed: window.iter().map(|o| o.id).collect(),
-                    outputs: runs(pieces)
-                        .into_iter()
-                        .map(|pieces| PlannedObject {
-                            kind: ObjectKind::Stream,
-                            pieces,
-                        })
-                        .collect(),
-                    input_bytes: bytes,
-                });
-                i += fanout;
             }
         }
         for p in plans {
             self.push(p);
+        }
+    }
+
+    /// The objects of `run` (neighbouring stream objects of one stream, oldest first) to merge
+    /// now, if any: from the oldest object that its newer neighbours together outgrow,
+    /// `size × (fanout - 1) ≤ newer bytes` (sizes counted as at least `min_object_bytes`), or
+    /// from the oldest small object followed by `fanout - 1` others; as many newer ones as the
+    /// size and count limits allow.
+    ///
+    /// So every object holds more than `fanout - 1` times all newer ones together: the total
+    /// grows by a factor of `fanout` or more with each older object, down to `min_object_bytes`
+    /// with fewer than `fanout` objects below it, and the count is logarithmic in the stream's
+    /// size. A byte is rewritten each time its object grows by a factor of `fanout / (fanout -
+    /// 1)` or more, a number of times logarithmic too.
+    fn stream_window<'r>(&self, run: &'r [&'a ObjectMeta]) -> Option<&'r [&'a ObjectMeta]> {
+        let min = self.settings.min_object_bytes;
+        let factor = (self.settings.fanout.max(2) - 1) as u64;
+        let mut newer: u64 = run.iter().map(|o| o.size).sum();
+        let mut start = None;
+        for (i, o) in run.iter().enumerate() {
+            newer -= o.size;
+            let newer_count = run.len() - 1 - i;
+            if newer_count == 0 {
+                break;
+            }
+            let outgrown = newer.saturating_mul(factor) >= o.size.max(min);
+            let crowded = o.size < min && newer_count + 1 >= self.settings.fanout;
+            if outgrown || crowded {
+                start = Some(i);
+                break;
+            }
+        }
+        let start = start?;
+        let cap = self
+            .settings
+            .max_stream_object_bytes
+            .min(self.settings.max_plan_bytes);
+        let mut bytes = 0u64;
+        let mut end = start;
+        while end < run.len()
+            && end - start < self.settings.max_objects_per_plan
+            && bytes + run[end].size <= cap
+        {
+            bytes += run[end].size;
+            end += 1;
+        }
+        (end - start >= 2).then(|| &run[start..end])
+    }
+
+    fn merge_stream_objects(&self, window: &[&ObjectMeta]) -> Plan {
+        let mut pieces: Vec<Piece> = window
+            .iter()
+            .flat_map(|o| {
+                o.ranges.iter().filter_map(|r| {
+                    self.keep_from(r).map(|keep_from| Piece {
+                        source: o.id,
+                        source_size: o.size,
+                        range: *r,
+                        keep_from,
+                    })
+                })
+            })
+            .collect();
+        pieces.sort_by_key(|p| p.range.start);
+        Plan {
+            kind: PlanKind::MergeStreamObjects,
+            removed: window.iter().map(|o| o.id).collect(),
+            outputs: runs(pieces)
+                .into_iter()
+                .map(|pieces| PlannedObject {
+                    kind: ObjectKind::Stream,
+                    pieces,
+                })
+                .collect(),
+            input_bytes: window.iter().map(|o| o.size).sum(),
         }
     }
 

@@ -164,7 +164,7 @@ fn a_large_stream_set_object_is_split_into_one_stream_object_per_stream() {
 }
 
 #[test]
-fn neighbouring_stream_objects_of_one_tier_merge_and_others_stay() {
+fn newer_stream_objects_merge_once_they_outgrow_an_older_one_and_big_old_ones_stay() {
     let mut f = Fixture::new(1);
     let big = f.commit(ObjectKind::Stream, 50_000, &[(0, 100)]);
     let small: Vec<ObjectId> = (0..4)
@@ -173,25 +173,38 @@ fn neighbouring_stream_objects_of_one_tier_merge_and_others_stay() {
     let plans = f.plans();
     assert_eq!(plans.len(), 1, "{plans:?}");
     assert_eq!(plans[0].kind, PlanKind::MergeStreamObjects);
-    assert_eq!(plans[0].removed, small[..3].to_vec());
+    assert_eq!(plans[0].removed, small);
     assert!(!plans[0].removed.contains(&big));
     let pieces = &plans[0].outputs[0].pieces;
     assert_eq!(pieces.first().unwrap().range.start, Offset(100));
-    assert_eq!(pieces.last().unwrap().range.end, Offset(130));
+    assert_eq!(pieces.last().unwrap().range.end, Offset(140));
 }
 
 #[test]
-fn stream_objects_separated_by_a_stream_set_object_form_separate_runs() {
+fn stream_objects_with_sizes_shrinking_by_the_factor_are_left_alone() {
     let mut f = Fixture::new(1);
-    f.commit(ObjectKind::Stream, 150, &[(0, 10)]);
-    f.commit(ObjectKind::Stream, 150, &[(0, 10)]);
-    f.commit(ObjectKind::StreamSet, 20_000, &[(0, 10)]);
-    f.commit(ObjectKind::Stream, 150, &[(0, 10)]);
+    // With fanout 3, each object is more than twice all newer ones together.
+    for size in [100_000, 24_000, 5_500, 1_300, 300] {
+        f.commit(ObjectKind::Stream, size, &[(0, 10)]);
+    }
+    assert!(f.plans().is_empty(), "{:?}", f.plans());
+}
+
+#[test]
+fn stream_objects_separated_by_another_object_merge_only_with_their_neighbours() {
+    let mut f = Fixture::new(1);
+    let a = f.commit(ObjectKind::Stream, 150, &[(0, 10)]);
+    let b = f.commit(ObjectKind::Stream, 150, &[(0, 10)]);
+    f.commit(ObjectKind::StreamSet, 5_000, &[(0, 10)]);
+    let c = f.commit(ObjectKind::Stream, 150, &[(0, 10)]);
     let plans = f.plans();
-    assert!(
-        plans.iter().all(|p| p.kind != PlanKind::MergeStreamObjects),
-        "{plans:?}"
-    );
+    let merges: Vec<&Plan> = plans
+        .iter()
+        .filter(|p| p.kind == PlanKind::MergeStreamObjects)
+        .collect();
+    assert_eq!(merges.len(), 1, "{plans:?}");
+    assert_eq!(merges[0].removed, vec![a, b]);
+    assert!(!merges[0].removed.contains(&c));
 }
 
 #[test]

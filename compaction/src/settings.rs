@@ -4,14 +4,18 @@
 //! checked together by [`CompactorSettings::validate`], which [`Compactor::open`](crate::Compactor::open)
 //! calls and refuses to start on failure.
 //!
-//! # Tiers
+//! # Object counts
 //!
-//! Objects are merged by size tier: an object of `size` bytes is in tier `t` when
+//! Stream set objects are merged by size tier: an object of `size` bytes is in tier `t` when
 //! `min_object_bytes × fanout^t ≤ size < min_object_bytes × fanout^(t+1)` (everything smaller
-//! than `min_object_bytes × fanout` is tier 0). `fanout` neighbouring objects of one tier merge
-//! into one object of the next, so each byte is rewritten about `log_fanout(size / upload size)`
-//! times and a stream keeps fewer than `fanout` objects per tier: a count logarithmic in its
-//! size, up to `max_stream_object_bytes`, past which objects are no longer merged.
+//! than `min_object_bytes × fanout` is tier 0), and `fanout` objects of one tier merge, until
+//! they reach `max_stream_set_object_bytes` and are split into stream objects.
+//!
+//! A stream's neighbouring stream objects merge once the newer ones together outgrow
+//! `1 / (fanout - 1)` of the older one, so each object holds more than `fanout - 1` times all
+//! newer ones: a stream keeps a number of objects logarithmic (base `fanout`) in its size, up to
+//! `max_stream_object_bytes`, past which objects are no longer merged. Each byte is rewritten a
+//! logarithmic number of times.
 
 use std::collections::BTreeMap;
 
@@ -58,8 +62,9 @@ pub struct CompactorSettings {
     /// The size of tier 0's objects (see the module docs). Default 1 MiB. Smaller makes more
     /// tiers, so more rewrites; larger leaves more small objects unmerged in tier 0.
     pub min_object_bytes: u64,
-    /// How many objects of one tier merge into one. Default 4. Larger rewrites each byte fewer
-    /// times (`log_fanout`), but leaves up to `fanout - 1` objects per tier.
+    /// How many stream set objects of one tier merge into one, and the size ratio kept between
+    /// a stream object and all newer ones (see the module docs). Default 4. Larger rewrites each
+    /// byte fewer times, but leaves more objects per stream.
     pub fanout: usize,
     /// A stream with at least this many bytes in a merge of stream set objects gets stream
     /// objects of its own. Default 8 MiB. Smaller spreads streams out sooner (more PUTs);
