@@ -323,3 +323,128 @@ impl Sealer<'_> {
         Ok(window)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+
+    fn writer(kind: Kind, epoch: u64, actor: u64) -> Writer {
+        Writer {
+            kind,
+            owner: 1,
+            epoch,
+            actor,
+            actor_epoch: epoch,
+        }
+    }
+
+    async fn put(store: &InMemory, slot: u64, bytes: Vec<u8>) {
+        let key = layout::slot_key(&prefix(), slot);
+        store.put(&key, PutPayload::from(bytes)).await.unwrap();
+    }
+
+    async fn put_data(store: &InMemory, slot: u64, epoch: u64, window: u32, body: &'static [u8]) {
+        let w = writer(Kind::Data, epoch, 1);
+        let (bytes, _) = layout::encode_data(w, slot, window, &[Bytes::from_static(body)]).unwrap();
+        put(store, slot, bytes).await;
+    }
+
+    fn prefix() -> Path {
+        Path::from("wal/1")
+    }
+
+    fn options() -> ObjectWalOptions {
+        ObjectWalOptions {
+            max_in_flight: 2,
+            ..ObjectWalOptions::default()
+        }
+    }
+
+    async fn seal_at(store: &InMemory, epoch: u64) -> WalResult<Sealed> {
+        let identity = ObjectWalIdentity {
+            owner: 1,
+            epoch,
+            actor: 9,
+            actor_epoch: epoch,
+        };
+        seal(store, &prefix(), identity, WalPosition(0), &options()).await
+    }
+
+    fn payloads(sealed: &Sealed) -> Vec<&[u8]> {
+        sealed.records.iter().map(|r| &r.payload[..]).collect()
+    }
+
+    #[tokio::test]
+    async fn a_write_of_a_lower_epoch_after_a_higher_fence_is_not_replayed() {
+        let store = InMemory::new();
+        put_data(&store, 0, 1, 2, b"acked").await;
+        put(
+            &store,
+            1,
+            layout::encode_fence(writer(Kind::Fence, 2, 2), 1, 2),
+        )
+        .await;
+        put_data(&store, 2, 1, 2, b"zombie").await;
+        put_data(&store, 3, 2, 2, b"second writer").await;
+        let sealed = seal_at(&store, 3).await.unwrap();
+        assert_eq!(payloads(&sealed), vec![&b"acked"[..], b"second writer"]);
+        assert_eq!(sealed.report.first_fence, 4);
+    }
+
+    #[tokio::test]
+    async fn holes_below_the_highest_slot_are_fenced_and_end_the_replay() {
+        let store = InMemory::new();
+        put_data(&store, 0, 1, 2, b"a").await;
+        put_data(&store, 2, 1, 2, b"never acknowledged").await;
+        let sealed = seal_at(&store, 2).await.unwrap();
+        assert_eq!(payloads(&sealed), vec![&b"a"[..]]);
+        let r = sealed.report;
+        assert_eq!(r.first_fence, 1);
+        // Fences in 1 and 3, then (1, 1 + 2] minus the taken 2 and 3: nothing more.
+        assert_eq!(r.fences_written, 2);
+        assert_eq!(r.writer_start_slot, 4);
+        assert_eq!(sealed.known, BTreeSet::from([0, 1, 2, 3]));
+    }
+
+    #[tokio::test]
+    async fn a_larger_window_in_a_header_widens_the_fenced_range() {
+        let store = InMemory::new();
+        put_data(&store, 0, 1, 6, b"a").await;
+        let sealed = seal_at(&store, 2).await.unwrap();
+        assert_eq!(sealed.report.first_fence, 1);
+        assert_eq!(sealed.report.fences_written, 7);
+        assert_eq!(sealed.report.writer_start_slot, 8);
+    }
+
+    #[tokio::test]
+    async fn an_object_of_a_higher_epoch_fences_the_opener() {
+        let store = InMemory::new();
+        put_data(&store, 0, 5, 2, b"a").await;
+        let err = seal_at(&store, 4).await.err().unwrap();
+        assert_eq!(err.kind(), WalErrorKind::Fenced);
+    }
+
+    #[tokio::test]
+    async fn records_below_the_floor_are_not_replayed() {
+        let store = Arc::new(InMemory::new());
+        let w = writer(Kind::Data, 1, 1);
+        let records = [Bytes::from_static(b"old"), Bytes::from_static(b"new")];
+        let (bytes, positions) = layout::encode_data(w, 3, 2, &records).unwrap();
+        put(&store, 3, bytes).await;
+        let identity = ObjectWalIdentity {
+            owner: 1,
+            epoch: 2,
+            actor: 1,
+            actor_epoch: 2,
+        };
+        let sealed = seal(&*store, &prefix(), identity, positions[1], &options())
+            .await
+            .unwrap();
+        assert_eq!(payloads(&sealed), vec![&b"new"[..]]);
+    }
+}

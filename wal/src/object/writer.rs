@@ -210,3 +210,137 @@ fn fail_queue(st: &mut State, err: &WalError) {
     st.queued_bytes = 0;
     st.first_queued = None;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::object::Pending;
+
+    type Receiver = oneshot::Receiver<WalResult<WalPosition>>;
+
+    fn state(next_slot: u64) -> State {
+        State {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            first_queued: None,
+            next_slot,
+            acked: next_slot,
+            in_flight: BTreeMap::new(),
+            failed: None,
+            known: BTreeSet::new(),
+            replay: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn queue(st: &mut State, len: usize) -> Receiver {
+        let (done, rx) = oneshot::channel();
+        st.queued_bytes += frame::frame_len(len);
+        st.queue.push_back(Pending {
+            record: Bytes::from(vec![7; len]),
+            done,
+        });
+        rx
+    }
+
+    fn land(st: &mut State, slot: u64) {
+        st.in_flight.get_mut(&slot).unwrap().landed = true;
+        acknowledge(st);
+    }
+
+    #[test]
+    fn a_cut_takes_records_up_to_the_batch_size_at_dense_positions() {
+        let mut st = state(10);
+        let _rx: Vec<_> = (0..5).map(|_| queue(&mut st, 40)).collect();
+        // Frames of 64 bytes: two fit in 130 bytes, the third does not.
+        let (slot, records) = cut(&mut st, 130);
+        assert_eq!((slot, records.len()), (10, 2));
+        let positions: Vec<u64> = st.in_flight[&10].waiters.iter().map(|w| w.0 .0).collect();
+        assert_eq!(positions, vec![(10 << 32) | 64, (10 << 32) | 128]);
+        assert_eq!(st.queue.len(), 3);
+        assert_eq!(st.queued_bytes, 3 * 64);
+        assert_eq!(st.next_slot, 11);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_batch_is_cut_alone() {
+        let mut st = state(0);
+        let _a = queue(&mut st, 1000);
+        let _b = queue(&mut st, 8);
+        let (_, records) = cut(&mut st, 100);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].len(), 1000);
+        let (_, records) = cut(&mut st, 100);
+        assert_eq!(records.len(), 1);
+        assert!(st.queue.is_empty() && st.first_queued.is_none());
+    }
+
+    #[test]
+    fn slots_are_acknowledged_only_as_a_landed_prefix() {
+        let mut st = state(5);
+        let mut rx = Vec::new();
+        for _ in 0..3 {
+            rx.push(queue(&mut st, 8));
+            cut(&mut st, 1);
+        }
+        land(&mut st, 7);
+        land(&mut st, 6);
+        assert_eq!(st.acked, 5);
+        assert!(rx[2].try_recv().is_err());
+        land(&mut st, 5);
+        assert_eq!(st.acked, 8);
+        let got: Vec<u64> = rx
+            .iter_mut()
+            .map(|r| slot_of(r.try_recv().unwrap().unwrap()))
+            .collect();
+        assert_eq!(got, vec![5, 6, 7]);
+        assert_eq!(st.known, BTreeSet::from([5, 6, 7]));
+    }
+
+    fn slot_of(p: WalPosition) -> u64 {
+        p.0 >> 32
+    }
+
+    #[test]
+    fn a_fence_fails_its_slot_and_above_while_lower_slots_still_acknowledge() {
+        let mut st = state(0);
+        let mut rx = Vec::new();
+        for _ in 0..3 {
+            rx.push(queue(&mut st, 8));
+            cut(&mut st, 1);
+        }
+        let mut queued = queue(&mut st, 8);
+        fail_from(
+            &mut st,
+            1,
+            WalError::new(WalErrorKind::Fenced, "slot 1 is someone else's"),
+        );
+        assert_eq!(
+            queued.try_recv().unwrap().unwrap_err().kind(),
+            WalErrorKind::Fenced
+        );
+        assert_eq!(
+            rx[1].try_recv().unwrap().unwrap_err().kind(),
+            WalErrorKind::Fenced
+        );
+        assert_eq!(
+            rx[2].try_recv().unwrap().unwrap_err().kind(),
+            WalErrorKind::Fenced
+        );
+        land(&mut st, 0);
+        assert_eq!(slot_of(rx[0].try_recv().unwrap().unwrap()), 0);
+        assert_eq!(st.failed.as_ref().unwrap().kind(), WalErrorKind::Fenced);
+    }
+
+    #[test]
+    fn the_first_failure_is_the_one_every_later_call_sees() {
+        let mut st = state(0);
+        fail_from(&mut st, 3, WalError::new(WalErrorKind::Fenced, "first"));
+        fail_from(&mut st, 1, WalError::failed("second", "io"));
+        assert_eq!(st.failed.as_ref().unwrap().kind(), WalErrorKind::Fenced);
+    }
+}
