@@ -48,7 +48,34 @@
 //! one WAL should use the same `max_in_flight`: a sealer learns a larger window only from the
 //! objects it reads.
 //!
-//! Nothing is sent while nothing is queued.
+//! Nothing is sent while nothing is queued. The queue itself is not bounded here: a caller that
+//! must bound memory (the store does, G7) waits on its appends before queueing more.
+//!
+//! # Example
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use object_store::{memory::InMemory, path::Path};
+//! # use objstream_wal::{ObjectWal, ObjectWalIdentity, ObjectWalOptions, Wal, WalPosition};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> objstream_wal::WalResult<()> {
+//! let store = Arc::new(InMemory::new());
+//! let me = ObjectWalIdentity { owner: 7, epoch: 1, actor: 7, actor_epoch: 1 };
+//! let wal = ObjectWal::open(store.clone(), Path::from("wal/7"), me, WalPosition(0),
+//!     ObjectWalOptions::default()).await?;
+//! let at = wal.append("event".into()).await?;
+//! drop(wal);
+//!
+//! // Another node takes the WAL over: it seals it and replays what was acknowledged.
+//! let other = ObjectWalIdentity { owner: 7, epoch: 2, actor: 8, actor_epoch: 4 };
+//! let wal = ObjectWal::open(store, Path::from("wal/7"), other, WalPosition(0),
+//!     ObjectWalOptions::default()).await?;
+//! let records = wal.replay().await?;
+//! assert_eq!(records[0].position, at);
+//! assert_eq!(&records[0].payload[..], b"event");
+//! # Ok(())
+//! # }
+//! ```
 
 mod layout;
 mod seal;
