@@ -181,6 +181,16 @@ impl Cluster {
         }
     }
 
+    /// Appends `n` batches of about `len` bytes to `stream` stamped `timestamp_ms`.
+    pub fn append_at(&mut self, stream: StreamId, n: usize, len: usize, timestamp_ms: i64) {
+        for _ in 0..n {
+            let k = self.next_batch;
+            self.next_batch += 1;
+            let batch = RecordBatch::new(1, timestamp_ms, payload(stream.get(), k, len));
+            self.pending.push((stream, batch));
+        }
+    }
+
     /// Uploads what was appended: streams with more than `upload_split_bytes` get stream
     /// objects, the rest share one stream set object; then commits them.
     pub async fn upload(&mut self) {
