@@ -305,3 +305,50 @@ async fn records_queued_when_the_handle_is_dropped_still_land() {
     let wal = open_at(&store, identity(1, 2), WalPosition(0), options()).await;
     assert_eq!(replayed(&wal).await.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_appenders_on_threads_lose_nothing_and_keep_each_ones_order() {
+    let store = memory();
+    let wal = Arc::new(open_at(&store, identity(1, 1), WalPosition(0), options()).await);
+    store.fail_next(Op::Put, 10);
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let wal = wal.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut pending = std::collections::VecDeque::new();
+                for i in 0..150u64 {
+                    let r = payload(t * 1000 + i, 1 + ((t * 7 + i * 13) % 700) as usize);
+                    pending.push_back((r.clone(), wal.append(r)));
+                    // Up to 16 appends in flight per appender.
+                    if pending.len() == 16 {
+                        let (r, f) = pending.pop_front().unwrap();
+                        out.push((f.await.unwrap(), r));
+                    }
+                }
+                for (r, f) in pending {
+                    out.push((f.await.unwrap(), r));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+        all.extend(out);
+    }
+    drop(wal);
+    all.sort_by_key(|(p, _)| *p);
+    let wal = open_at(&store, identity(1, 2), WalPosition(0), options()).await;
+    let replay: Vec<(WalPosition, Bytes)> = wal
+        .replay()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.position, r.payload))
+        .collect();
+    assert_eq!(replay.len(), 8 * 150);
+    assert_eq!(replay, all);
+}
