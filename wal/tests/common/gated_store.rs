@@ -1,5 +1,5 @@
 //! Test support for the object WAL: a store wrapper that gates, hooks, faults and counts calls,
-//! and small helpers to open WALs on it.
+//! and small functions that open WALs on it.
 //!
 //! - [`GatedStore::hold_put`]: the next PUT of a key waits until the test releases it, and the
 //!   test can wait until it reached the store and until it was applied.
