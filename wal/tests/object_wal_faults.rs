@@ -289,3 +289,27 @@ async fn a_floor_far_below_the_slots_is_refused_rather_than_fenced_over() {
     .unwrap_err();
     assert_eq!(err.kind(), WalErrorKind::Corruption);
 }
+
+#[tokio::test]
+async fn a_trim_whose_deletes_keep_failing_says_retry_and_the_next_trim_finishes_it() {
+    let store = memory();
+    let mut opts = one_record_per_object();
+    opts.retry.max_attempts = 2;
+    let wal = open_at(&store, identity(1, 1), WalPosition(0), opts).await;
+    let mut positions = Vec::new();
+    for i in 0..4 {
+        positions.push(wal.append(payload(i, 8)).await.unwrap());
+    }
+    store.fail_next(Op::Delete, 1000);
+    let err = wal.trim(positions[3]).await.unwrap_err();
+    assert_eq!(err.kind(), WalErrorKind::Retry);
+    assert_eq!(slots(&*store.inner()).await.first(), Some(&0));
+    store.reset_faults();
+    wal.trim(positions[3]).await.unwrap();
+    assert_eq!(
+        slots(&*store.inner()).await.first(),
+        Some(&slot_of(positions[3]))
+    );
+    // The WAL keeps working: a failed delete does not fail it.
+    wal.append(payload(9, 8)).await.unwrap();
+}

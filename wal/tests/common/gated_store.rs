@@ -163,6 +163,11 @@ impl GatedStore {
         *self.control().faults.entry(op).or_default() += n;
     }
 
+    /// Cancels every pending injected failure.
+    pub fn reset_faults(&self) {
+        self.control().faults.clear();
+    }
+
     /// Applies the next PUT of `key`, then answers it with a transient error.
     pub fn lose_next_put_response(&self, key: &Path) {
         *self.control().lose.entry(key.to_string()).or_default() += 1;
