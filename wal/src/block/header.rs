@@ -18,8 +18,16 @@
 //! ```
 //!
 //! A header with sequence `s` is written to slot `s % 2`, so the previous header survives a
-//! torn header write. The newest valid slot wins; sequence numbers, never clocks, decide
-//! (clocks are not monotonic across reboots).
+//! torn header write. The newest valid slot wins: the higher node epoch, then the higher
+//! sequence number; never clocks (they are not monotonic across reboots). Ranking the epoch
+//! first means that a header written by a fenced writer (a lower epoch) can never hide its
+//! successor's, whatever sequence number it carries.
+//!
+//! An open writes its header to *both* slots, one after the other, each write synced before
+//! the next ([`write_both_slots`]): a torn write damages at most one copy, and a previous
+//! writer that still holds the device and races the open with one header write of its own
+//! (it reads the slots before every header write, so it can have at most one in flight) can
+//! overwrite at most one copy, never both.
 
 use super::device::{AlignedBuf, BlockDevice, BLOCK};
 use crate::{WalError, WalResult};
@@ -118,8 +126,8 @@ pub enum Slots {
     Valid(Header),
 }
 
-/// Reads both slots and picks the valid one with the highest sequence. Fails with
-/// corruption when neither is valid but not both are zero.
+/// Reads both slots and picks the newest valid one (highest node epoch, then highest
+/// sequence). Fails with corruption when neither is valid but not both are zero.
 pub fn read_slots(dev: &dyn BlockDevice, buf: &mut AlignedBuf) -> WalResult<Slots> {
     dev.read_at(&mut buf[..2 * BLOCK], 0)
         .map_err(|e| WalError::failed(format!("reading the header of {}", dev.name()), e))?;
@@ -128,7 +136,7 @@ pub fn read_slots(dev: &dyn BlockDevice, buf: &mut AlignedBuf) -> WalResult<Slot
     let newest = [&a, &b]
         .into_iter()
         .filter_map(|h| h.as_ref().ok().copied().flatten())
-        .max_by_key(|h| h.sequence);
+        .max_by_key(|h| (h.node_epoch, h.sequence));
     match (newest, &a, &b) {
         (Some(h), _, _) => Ok(Slots::Valid(h)),
         (None, Ok(None), Ok(None)) => Ok(Slots::Fresh),
@@ -157,6 +165,22 @@ pub fn write_slot(dev: &dyn BlockDevice, header: &Header, buf: &mut AlignedBuf) 
     dev.write_at(&buf[..BLOCK], offset)
         .map_err(|e| WalError::failed(what(), e))?;
     dev.sync().map_err(|e| WalError::failed(what(), e))
+}
+
+/// Writes `header` to slot 0 and to slot 1, syncing after each: the header an open writes.
+pub fn write_both_slots(
+    dev: &dyn BlockDevice,
+    header: &Header,
+    buf: &mut AlignedBuf,
+) -> WalResult<()> {
+    header.encode(&mut buf[..BLOCK]);
+    for slot in 0..2u64 {
+        let what = || format!("writing header slot {slot} of {}", dev.name());
+        dev.write_at(&buf[..BLOCK], slot * BLOCK as u64)
+            .map_err(|e| WalError::failed(what(), e))?;
+        dev.sync().map_err(|e| WalError::failed(what(), e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -227,5 +251,35 @@ mod tests {
         let err = read_slots(&dev, &mut buf).unwrap_err();
         assert_eq!(err.kind(), crate::WalErrorKind::Corruption);
         assert!(err.to_string().contains("memory device"));
+    }
+
+    #[test]
+    fn a_higher_node_epoch_wins_over_a_higher_sequence() {
+        let dev = MemDevice::new(1 << 20);
+        let mut buf = AlignedBuf::new(2 * BLOCK);
+        let successor = Header {
+            node_epoch: 4,
+            ..header(6)
+        };
+        write_both_slots(&dev, &successor, &mut buf).unwrap();
+        // A fenced writer's late header write lands on one slot with a higher sequence.
+        write_slot(&dev, &header(7), &mut buf).unwrap();
+        let Slots::Valid(h) = read_slots(&dev, &mut buf).unwrap() else {
+            panic!("expected a header")
+        };
+        assert_eq!(h, successor);
+    }
+
+    #[test]
+    fn an_open_header_fills_both_slots() {
+        let dev = MemDevice::new(1 << 20);
+        let mut buf = AlignedBuf::new(2 * BLOCK);
+        write_both_slots(&dev, &header(3), &mut buf).unwrap();
+        let image = dev.snapshot();
+        assert_eq!(Header::decode(&image[..BLOCK]), Ok(Some(header(3))));
+        assert_eq!(
+            Header::decode(&image[BLOCK..2 * BLOCK]),
+            Ok(Some(header(3)))
+        );
     }
 }

@@ -13,22 +13,60 @@
 //!
 //! - [`BlockWal`] (this module) takes calls: `append` queues a record and returns a future on a
 //!   oneshot channel; `trim` asks for a header write; `replay` hands out what the open found.
-//! - The writer thread (module `writer`) is the group commit and the only writer after the
-//!   open; it also persists trims and notices a takeover.
+//! - The writer (module `writer`) is the group commit: a sequencer thread that forms batches
+//!   and persists trims, and I/O threads that keep up to four writes in flight, each made
+//!   durable and checked against the header before it is acknowledged, in order.
 //! - Recovery (module `ring`) runs in [`BlockWal::open_device`], after the new header is written.
 //! - The device seam (module `device`) is a small trait with an `O_DIRECT` implementation and an
-//!   in-memory one that can crash mid-write.
+//!   in-memory one that can crash mid-write; [`CrashingDevice`] (module `crashing`) makes any
+//!   device crash mid-write, so the torn-write tests also run on a real block device.
 //!
-//! # Takeover
+//! # Fencing
 //!
 //! Every header carries the node id and node epoch of its writer. Opening with a node epoch
-//! lower than the header's fails with [`WalErrorKind::Fenced`]; otherwise the open writes a
-//! header with the opener's identity *before* replaying, so that a previous writer still holding
-//! the device finds a header it did not write the next time it writes one (it re-reads both
-//! slots first) and fails with [`WalErrorKind::Fenced`] from then on. Between the takeover and
-//! that header write, the previous writer's appends may still reach the ring and be lost to the
-//! new owner: detaching the volume from the failed node (or fencing it with NVMe reservations on
-//! EBS Multi-Attach) before the takeover is the orchestrator's job, not this crate's.
+//! lower than the newest header's fails with [`WalErrorKind::Fenced`]; otherwise the open
+//! writes a header with the opener's identity and the next sequence number to both slots, one
+//! synced write after the other, *before* it replays the ring. The newest header is the one
+//! with the highest node epoch, then the highest sequence.
+//!
+//! A writer acknowledges a write only after this sequence, for that write alone:
+//!
+//! 1. the write is durable (`O_DSYNC` returned, or `fdatasync` returned);
+//! 2. *then* an `O_DIRECT` read of both header slots finds that the newest header is still the
+//!    one this writer wrote last (otherwise the write, and every later call, fails with
+//!    [`WalErrorKind::Fenced`]);
+//! 3. then the appends it holds resolve, once every earlier write has resolved.
+//!
+//! **Claim.** Once a new owner's open has returned, the previous writer acknowledges nothing
+//! more, and the new owner's replay holds every record the previous writer acknowledged.
+//!
+//! *Argument.* Reads and writes of one device are linearizable at block granularity: a read
+//! that starts after a write completed returns that write's bytes. Let `H` be the completion of
+//! the new owner's header write (the second slot's sync; the first slot completed earlier), and
+//! `R` the start of its replay, after `H`. Take any write `w` of the previous writer that is
+//! acknowledged. Its check (step 2) found the previous writer's header, so that read started
+//! before `H`: a read starting after `H` finds the new header in both slots, or in one slot
+//! when the previous writer's racing header write (a lower epoch) overwrote the other, and
+//! the new header outranks it either way.
+//! Step 1 completed before step 2 started, so `w` was durable before `H`, hence before `R`:
+//! replay reads it. And a check that starts after `H` fails, so every acknowledgement after
+//! the open returns is an error. The window in which a check can still pass is one header read
+//! (a few tens of microseconds) and closes at `H`, before the open returns: no acknowledged
+//! append is lost to the new owner and none is acknowledged after the open.
+//!
+//! A header write of the previous writer (a trim) re-reads both slots first and stops at a
+//! foreign header; one already past that read when the open wrote its header can overwrite one
+//! slot with a lower epoch, which the other copy outranks. So a fenced writer never takes the
+//! device back.
+//!
+//! What this does not stop: the previous writer's *unacknowledged* writes in flight when the
+//! open ran (at most four, issued before its next check) may still land after the new owner's
+//! replay, over ring space the new owner is about to use. Their records were never
+//! acknowledged, but their bytes can damage the new owner's writes at the same place. Only the
+//! storage can refuse a fenced host's I/O: detaching the volume from the failed node, or
+//! fencing it with NVMe reservations on EBS Multi-Attach, before the takeover, and reattaching
+//! it where it is needed, is the orchestrator's job, not this crate's. The header check makes
+//! takeover safe for acknowledgements on its own; the volume fence makes it safe for bytes.
 //!
 //! # Invariants
 //!
@@ -37,19 +75,22 @@
 //! 2. A write only covers positions below `trim + ring size`, where `trim` is in a durable
 //!    header: untrimmed data is never overwritten, and recovery always starts at a place where
 //!    a write started.
-//! 3. An append resolves after the write holding it was made durable; appends resolve in call
-//!    order.
-//! 4. After a failed write, sync or header write, or a takeover, every later call fails.
+//! 3. An append resolves after the write holding it was made durable and the header was found
+//!    unchanged after that; appends resolve in call order.
+//! 4. After a failed write, sync, header read or header write, or a takeover, every later call
+//!    fails.
+//! 5. At most four writes are unacknowledged at a time; each frame's batch start is the first
+//!    position of the oldest of them, so recovery looks that far past a torn write.
 //!
 //! The options that size writes (`max_record_bytes`, `max_batch_bytes`) must not shrink between
 //! opens of one device: recovery uses them to bound how far it looks past a torn tail.
 
+mod crashing;
 mod device;
 mod header;
 mod ring;
 mod writer;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -57,11 +98,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::frame;
 use crate::{Wal, WalError, WalErrorKind, WalFuture, WalPosition, WalRecord, WalResult};
+pub use crashing::CrashingDevice;
 pub use device::{AlignedBuf, BlockDevice, BufferPool, DirectFile, MemDevice, BLOCK, SECTOR};
 use header::Slots;
 pub use header::{Header, HEADER_AREA, HEADER_MAGIC};
@@ -103,21 +145,27 @@ impl Default for BlockWalOptions {
     }
 }
 
-/// State shared by the handle and the writer thread.
+/// State shared by the handle, the sequencer and the I/O threads.
 struct Shared {
     dev: Arc<dyn BlockDevice>,
     ring: Ring,
     max_batch: u64,
     pool: BufferPool,
     queue: Mutex<Queue>,
+    /// Wakes the sequencer: an append, a trim, a retired write, the close.
     wake: Condvar,
+    /// Wakes the I/O threads: a job, or the stop.
+    work: Condvar,
+    /// The newest header this WAL wrote. Header writes hold it exclusively; ownership checks
+    /// hold it shared, so a check never compares against a header still being written.
+    header: RwLock<Header>,
     replay: Mutex<Vec<WalRecord>>,
 }
 
 /// The block WAL. See the module docs.
 pub struct BlockWal {
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     max_record: usize,
 }
 
@@ -219,12 +267,15 @@ impl BlockWal {
             node_epoch,
             sequence: previous.map_or(1, |h| h.sequence + 1),
         };
-        header::write_slot(&*dev, &mine, &mut block)?;
+        header::write_both_slots(&*dev, &mine, &mut block)?;
 
-        let window = (2 * max_write + BLOCK as u64).min(ring.size);
+        // Writes after a torn one may have landed: up to WRITES_IN_FLIGHT of them, each with a
+        // padding marker of its own.
+        let in_flight = writer::WRITES_IN_FLIGHT as u64 * (max_write + BLOCK as u64);
+        let window = (in_flight + max_write + BLOCK as u64).min(ring.size);
         let recovered = ring::recover(&*dev, ring, mine.trim, max_frame, window)?;
         let mut zero_buf = AlignedBuf::new(max_write.min(1 << 20) as usize);
-        let zero_to = (recovered.cut + max_write + BLOCK as u64).min(mine.trim + ring.size);
+        let zero_to = (recovered.cut + in_flight + BLOCK as u64).min(mine.trim + ring.size);
         ring::zero_range(&*dev, ring, recovered.cut, zero_to, &mut zero_buf)?;
 
         let shared = Arc::new(Shared {
@@ -232,32 +283,38 @@ impl BlockWal {
             ring,
             max_batch: options.max_batch_bytes as u64,
             pool: BufferPool::new(max_write as usize),
-            queue: Mutex::new(Queue {
-                pending: VecDeque::new(),
-                next: align_up(recovered.cut),
-                trim: mine.trim,
-                trim_target: None,
-                trim_waiters: Vec::new(),
-                write_starts: recovered.write_starts.into(),
-                header: mine,
-                failed: None,
-                closed: false,
-            }),
+            queue: Mutex::new(Queue::new(
+                align_up(recovered.cut),
+                mine.trim,
+                recovered.write_starts.into(),
+            )),
             wake: Condvar::new(),
+            work: Condvar::new(),
+            header: RwLock::new(mine),
             replay: Mutex::new(recovered.records),
         });
-        let writer = {
+        let spawn = |name: String, f: fn(Arc<Shared>)| {
             let shared = shared.clone();
             std::thread::Builder::new()
-                .name("block-wal-writer".to_string())
-                .spawn(move || writer::run(shared))
-                .map_err(|e| WalError::failed("starting the block WAL writer", e))?
+                .name(name)
+                .spawn(move || f(shared))
+                .map_err(|e| WalError::failed("starting the block WAL writer", e))
         };
-        Ok(BlockWal {
+        let mut threads = Vec::with_capacity(writer::WRITES_IN_FLIGHT + 1);
+        let started = (|| {
+            threads.push(spawn("block-wal-writer".to_string(), writer::run)?);
+            for i in 0..writer::WRITES_IN_FLIGHT {
+                threads.push(spawn(format!("block-wal-io-{i}"), writer::io_thread)?);
+            }
+            Ok::<(), WalError>(())
+        })();
+        let wal = BlockWal {
             shared,
-            writer: Some(writer),
+            threads,
             max_record: options.max_record_bytes,
-        })
+        };
+        started?;
+        Ok(wal)
     }
 
     /// The device's name.
@@ -270,7 +327,8 @@ impl BlockWal {
         self.shared.ring.size
     }
 
-    /// The position the next write starts at.
+    /// The end of the acknowledged log: where the write after the last acknowledged one
+    /// starts. Trimming to it keeps no acknowledged record.
     pub fn next_position(&self) -> WalPosition {
         WalPosition(self.shared.queue.lock().next)
     }
@@ -278,6 +336,17 @@ impl BlockWal {
     /// The trim position in the newest header this WAL wrote.
     pub fn trim_position(&self) -> WalPosition {
         WalPosition(self.shared.queue.lock().trim)
+    }
+
+    /// Reads the header slots now and fails with [`WalErrorKind::Fenced`] when another opener
+    /// has written a header since this WAL's newest one (every acknowledged write does this
+    /// check; this is for callers that want to know without appending).
+    pub fn check_owner(&self) -> WalResult<()> {
+        if let Some(err) = self.shared.queue.lock().failed.clone() {
+            return Err(err);
+        }
+        let mut block = AlignedBuf::new(2 * BLOCK);
+        writer::check_owner(&self.shared, &mut block)
     }
 }
 
@@ -359,8 +428,9 @@ impl Drop for BlockWal {
     fn drop(&mut self) {
         self.shared.queue.lock().closed = true;
         self.shared.wake.notify_all();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        self.shared.work.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }

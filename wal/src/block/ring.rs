@@ -361,4 +361,25 @@ mod tests {
         assert_eq!(r.records.len(), 1);
         assert_eq!(r.cut, 4096);
     }
+
+    #[test]
+    fn a_torn_write_followed_by_a_write_issued_before_it_was_durable_is_a_torn_tail() {
+        let dev = MemDevice::new((HEADER_AREA + RING.size) as usize);
+        write_frames(&dev, 0, &[b"durable"]);
+        // The second write tore: only its first sector landed.
+        let mut out = Vec::new();
+        frame::encode(4096, 0, &[7u8; 3000], &mut out).unwrap();
+        let mut buf = AlignedBuf::new(out.len());
+        buf[..512].copy_from_slice(&out[..512]);
+        dev.write_at(&buf, RING.physical(4096)).unwrap();
+        // The third was issued while the second was in flight: its batch start points back.
+        let mut out = Vec::new();
+        frame::encode(8192, 8192 - 4096, b"landed", &mut out).unwrap();
+        let mut buf = AlignedBuf::new(out.len());
+        buf[..out.len()].copy_from_slice(&out);
+        dev.write_at(&buf, RING.physical(8192)).unwrap();
+        let r = recover(&dev, RING, 0, 8192, 16384).unwrap();
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.cut, 4096);
+    }
 }

@@ -1,15 +1,37 @@
-//! The writer thread: group commit, trims and header writes.
+//! The writer: group commit with several writes in flight, trims and header writes.
 //!
-//! One thread owns every device write after the open. Each turn it either persists a pending
-//! trim (a header write, after re-reading both slots to notice a takeover) or takes every append
-//! waiting at that moment that fits (the batch limit, the ring's end, the trimmed space), encodes
-//! their frames into one pooled aligned buffer, writes it with one `pwrite` and makes it durable
-//! (`O_DSYNC`, or one `fdatasync`), then resolves the appends in order. Positions are assigned
-//! here, in queue order, so acknowledgements resolve in the order `append` was called.
+//! # Flow
 //!
-//! When the first waiting record does not fit in the trimmed space, the thread waits for a trim
-//! (backpressure); it never overwrites untrimmed data. After any failed write, sync or header
-//! write, or a takeover, the error is latched and every waiting and later call gets it.
+//! 1. The *sequencer* thread ([`run`]) owns positions. Each turn it either persists a pending
+//!    trim (a header write, after re-reading both slots to notice a takeover) or, while fewer
+//!    than [`WRITES_IN_FLIGHT`] writes are unacknowledged, takes every append waiting at that
+//!    moment that fits (the batch limit, the ring's end, the trimmed space), gives each its
+//!    position in queue order, encodes their frames into one pooled aligned buffer and hands it
+//!    to the I/O threads as a [`Job`]. It does not wait for the write: the next batch forms
+//!    while earlier ones are being written and synced.
+//! 2. An *I/O* thread ([`io_thread`], one per write in flight) writes the job with one `pwrite`
+//!    (after a padding marker, written and synced first, when the batch starts a new lap),
+//!    makes it durable (`O_DSYNC`, or its own `fdatasync`), then reads both header slots and
+//!    checks that the newest header is still the one this WAL wrote (see "Fencing" in the
+//!    module docs of [`crate::block`]).
+//! 3. Jobs finish in any order; they are *retired* in issue order ([`retire`]): the oldest
+//!    unacknowledged job is retired as soon as it has finished, its appends resolved, then the
+//!    next, so appends resolve in the order `append` was called.
+//!
+//! Each frame's batch start is the first position of the oldest write still unacknowledged when
+//! its write was issued (or its own write's start when none was): everything before it was
+//! durable. So a torn write followed by a later write that did land is a torn tail to recovery,
+//! not corruption, and recovery looks [`WRITES_IN_FLIGHT`] writes past the cut.
+//!
+//! When the first waiting record does not fit in the trimmed space, the sequencer waits for a
+//! trim (backpressure); it never overwrites untrimmed data. After any failed write, sync or
+//! header read or write, or a takeover, the error is latched: the job that met it and every
+//! later one fail (even if their own writes succeeded), queued jobs are not written, and every
+//! waiting and later call gets the error.
+//!
+//! With `O_DIRECT` a write's I/O error comes back from that `pwrite` (there is no page-cache
+//! writeback to report it later to some other caller), so the I/O threads can share one file
+//! descriptor.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,37 +46,100 @@ use super::Shared;
 use crate::frame;
 use crate::{WalError, WalErrorKind, WalPosition, WalResult};
 
+/// Writes issued and not yet acknowledged, at most; also the number of I/O threads.
+pub(super) const WRITES_IN_FLIGHT: usize = 4;
+
 /// An append waiting to be written.
 pub(super) struct Pending {
     pub record: Bytes,
     pub done: oneshot::Sender<WalResult<WalPosition>>,
 }
 
-/// State shared between callers and the writer, under one lock.
+/// A write handed to an I/O thread.
+pub(super) struct Job {
+    /// Matches the [`InFlight`] entry it belongs to.
+    id: u64,
+    /// Where a padding marker goes first, if the batch starts a new lap.
+    pad: Option<u64>,
+    /// The batch's logical start (4 KiB-aligned).
+    start: u64,
+    /// The encoded frames, zero-padded to `len` (a multiple of 4 KiB).
+    buf: AlignedBuf,
+    len: usize,
+}
+
+/// A write issued and not yet retired.
+pub(super) struct InFlight {
+    id: u64,
+    pad: Option<u64>,
+    start: u64,
+    /// Where the batch's last frame ends.
+    end: u64,
+    appends: Vec<(oneshot::Sender<WalResult<WalPosition>>, u64)>,
+    /// Set when the I/O thread has finished with it.
+    result: Option<WalResult<()>>,
+}
+
+impl InFlight {
+    /// The first position the write covers.
+    fn first(&self) -> u64 {
+        self.pad.unwrap_or(self.start)
+    }
+}
+
+/// State shared between callers, the sequencer and the I/O threads, under one lock.
 pub(super) struct Queue {
-    /// Appends not yet taken by the writer, in call order.
+    /// Appends not yet taken by the sequencer, in call order.
     pub pending: VecDeque<Pending>,
-    /// Where the next write starts (4 KiB-aligned).
+    /// The end of the acknowledged log (4 KiB-aligned): where the write after the last
+    /// acknowledged one starts.
     pub next: u64,
+    /// Where the next write to be issued starts (4 KiB-aligned; `next` plus what is in flight).
+    pub issued: u64,
     /// The trim position in the newest header: ring space below it may be reused.
     pub trim: u64,
     /// The trim callers asked for that is not yet in a header.
     pub trim_target: Option<u64>,
     /// Trims waiting for the header write.
     pub trim_waiters: Vec<oneshot::Sender<WalResult<()>>>,
-    /// Positions where writes started at or after `trim`, ascending: the places recovery may
-    /// start from.
+    /// Positions where acknowledged writes started at or after `trim`, ascending: the places
+    /// recovery may start from.
     pub write_starts: VecDeque<u64>,
-    /// The last header this WAL wrote.
-    pub header: Header,
+    /// Writes issued and not yet retired, in issue order.
+    pub inflight: VecDeque<InFlight>,
+    /// Jobs waiting for an I/O thread.
+    pub jobs: VecDeque<Job>,
+    /// The id the next job gets.
+    pub next_job: u64,
     /// The latched error.
     pub failed: Option<WalError>,
     /// Set when the WAL is dropped: write what is pending and stop.
     pub closed: bool,
+    /// Set by the sequencer when it stops: I/O threads finish the queued jobs and stop.
+    pub stop: bool,
 }
 
 impl Queue {
-    fn fail_all(&mut self, err: &WalError) {
+    /// A queue for a log whose acknowledged end is `next`.
+    pub fn new(next: u64, trim: u64, write_starts: VecDeque<u64>) -> Queue {
+        Queue {
+            pending: VecDeque::new(),
+            next,
+            issued: next,
+            trim,
+            trim_target: None,
+            trim_waiters: Vec::new(),
+            write_starts,
+            inflight: VecDeque::new(),
+            jobs: VecDeque::new(),
+            next_job: 0,
+            failed: None,
+            closed: false,
+            stop: false,
+        }
+    }
+
+    fn fail_waiting(&mut self, err: &WalError) {
         for p in self.pending.drain(..) {
             let _ = p.done.send(Err(err.clone()));
         }
@@ -75,223 +160,291 @@ fn placement(shared: &Shared, next: u64, len: u64) -> (u64, bool) {
     }
 }
 
-/// The writer thread's loop.
+/// What the sequencer does next.
+enum Turn {
+    Trim(u64),
+    Write,
+    Stop,
+}
+
+/// The sequencer's loop.
 pub(super) fn run(shared: Arc<Shared>) {
-    let mut buf = shared.pool.take();
     let mut block = AlignedBuf::new(2 * BLOCK);
-    let mut scratch: Vec<u8> = Vec::with_capacity(buf.len());
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
         let mut q = shared.queue.lock();
-        // Wait for work.
-        loop {
+        let turn = loop {
             if let Some(err) = q.failed.clone() {
-                q.fail_all(&err);
+                q.fail_waiting(&err);
                 if q.closed {
-                    shared.pool.put(buf);
-                    return;
+                    break Turn::Stop;
                 }
-            } else if q.trim_target.is_some() {
-                break;
+            } else if let Some(target) = q.trim_target.take() {
+                break Turn::Trim(target);
             } else if let Some(first) = q.pending.front() {
                 let len = frame::frame_len(first.record.len()) as u64;
-                let (start, _) = placement(&shared, q.next, len);
+                let (start, _) = placement(&shared, q.issued, len);
                 if align_up(start + len) <= q.trim + shared.ring.size {
-                    break;
-                }
-                if q.closed {
+                    if q.inflight.len() < WRITES_IN_FLIGHT {
+                        break Turn::Write;
+                    }
+                } else if q.closed {
                     let err = WalError::new(
                         WalErrorKind::Failed,
                         "the WAL was closed while appends waited for a trim",
                     );
-                    q.fail_all(&err);
+                    q.fail_waiting(&err);
                     continue;
                 }
             } else if q.closed {
-                shared.pool.put(buf);
-                return;
+                break Turn::Stop;
             }
             shared.wake.wait(&mut q);
-        }
-
-        if let Some(target) = q.trim_target.take() {
-            let boundary = if target >= q.next {
-                q.next
-            } else {
-                let i = q.write_starts.partition_point(|&s| s <= target);
-                q.write_starts
-                    .get(i.wrapping_sub(1))
-                    .copied()
-                    .unwrap_or(q.trim)
-            };
-            let waiters = std::mem::take(&mut q.trim_waiters);
-            if boundary <= q.trim {
+        };
+        match turn {
+            Turn::Stop => {
+                q.stop = true;
+                drop(q);
+                shared.work.notify_all();
+                return;
+            }
+            Turn::Trim(target) => {
+                let boundary = if target >= q.next {
+                    q.next
+                } else {
+                    let i = q.write_starts.partition_point(|&s| s <= target);
+                    q.write_starts
+                        .get(i.wrapping_sub(1))
+                        .copied()
+                        .unwrap_or(q.trim)
+                };
+                let waiters = std::mem::take(&mut q.trim_waiters);
+                let result = if boundary <= q.trim {
+                    Ok(())
+                } else {
+                    drop(q);
+                    let result = persist_trim(&shared, boundary, &mut block);
+                    q = shared.queue.lock();
+                    match &result {
+                        Ok(()) => {
+                            q.trim = boundary;
+                            while q.write_starts.front().is_some_and(|&s| s < boundary) {
+                                q.write_starts.pop_front();
+                            }
+                        }
+                        Err(err) => {
+                            q.failed.get_or_insert_with(|| err.clone());
+                        }
+                    }
+                    result
+                };
                 drop(q);
                 for w in waiters {
-                    let _ = w.send(Ok(()));
+                    let _ = w.send(result.clone());
                 }
-                continue;
             }
-            let mine = q.header;
-            let next = Header {
-                trim: boundary,
-                sequence: mine.sequence + 1,
-                ..mine
-            };
-            drop(q);
-            let result = write_header(&shared, &mine, &next, &mut block);
-            let mut q = shared.queue.lock();
-            match &result {
-                Ok(()) => {
-                    q.header = next;
-                    q.trim = boundary;
-                    while q.write_starts.front().is_some_and(|&s| s < boundary) {
-                        q.write_starts.pop_front();
+            Turn::Write => {
+                let job = take_batch(&shared, &mut q, &mut scratch);
+                match job {
+                    Ok(job) => q.jobs.push_back(job),
+                    Err(err) => {
+                        q.failed.get_or_insert(err);
                     }
                 }
-                Err(err) => {
-                    q.failed.get_or_insert_with(|| err.clone());
-                }
-            }
-            drop(q);
-            for w in waiters {
-                let _ = w.send(result.clone());
-            }
-            continue;
-        }
-
-        // Take every append that fits.
-        let first_len = q
-            .pending
-            .front()
-            .map_or(0, |p| frame::frame_len(p.record.len()) as u64);
-        let pad_at = q.next;
-        let (start, pad) = placement(&shared, q.next, first_len);
-        let limit = (start + shared.max_batch)
-            .min(shared.ring.lap_end(start))
-            .min(q.trim + shared.ring.size);
-        let mut batch = Vec::new();
-        let mut end = start;
-        while let Some(p) = q.pending.front() {
-            let len = frame::frame_len(p.record.len()) as u64;
-            if !batch.is_empty() && align_up(end + len) > limit {
-                break;
-            }
-            end += len;
-            batch.extend(q.pending.pop_front());
-        }
-        drop(q);
-
-        let result = write_batch(
-            &shared,
-            pad.then_some(pad_at),
-            start,
-            &batch,
-            &mut buf,
-            &mut block,
-            &mut scratch,
-        );
-        let mut q = shared.queue.lock();
-        match result {
-            Ok(positions) => {
-                if pad {
-                    q.write_starts.push_back(pad_at);
-                }
-                q.write_starts.push_back(start);
-                q.next = align_up(end);
                 drop(q);
-                for (p, pos) in batch.into_iter().zip(positions) {
-                    let _ = p.done.send(Ok(WalPosition(pos)));
+                shared.work.notify_one();
+            }
+        }
+    }
+}
+
+/// Takes every waiting append that fits into one batch, encodes it and records it as in
+/// flight. The first waiting append must fit (the caller checked).
+fn take_batch(shared: &Shared, q: &mut Queue, scratch: &mut Vec<u8>) -> WalResult<Job> {
+    let first_len = q
+        .pending
+        .front()
+        .map_or(0, |p| frame::frame_len(p.record.len()) as u64);
+    let pad_at = q.issued;
+    let (start, pad) = placement(shared, q.issued, first_len);
+    let pad = pad.then_some(pad_at);
+    let limit = (start + shared.max_batch)
+        .min(shared.ring.lap_end(start))
+        .min(q.trim + shared.ring.size);
+    // Everything below the oldest unacknowledged write is durable.
+    let durable = q.inflight.front().map_or(start, InFlight::first);
+    scratch.clear();
+    let mut appends = Vec::new();
+    let mut pos = start;
+    while let Some(p) = q.pending.front() {
+        let len = frame::frame_len(p.record.len()) as u64;
+        if !appends.is_empty() && align_up(pos + len) > limit {
+            break;
+        }
+        let Some(p) = q.pending.pop_front() else {
+            break;
+        };
+        let delta = u32::try_from(pos - durable)
+            .map_err(|_| WalError::new(WalErrorKind::InvalidInput, "write batch over 4 GiB"))?;
+        let n = frame::encode(pos, delta, &p.record, scratch).map_err(|e| {
+            WalError::new(WalErrorKind::InvalidInput, format!("encoding a frame: {e}"))
+        })?;
+        appends.push((p.done, pos));
+        pos += n as u64;
+    }
+    let len = align_up(scratch.len() as u64) as usize;
+    let mut buf = shared.pool.take();
+    if len > buf.len() {
+        buf = AlignedBuf::new(len);
+    }
+    buf[..scratch.len()].copy_from_slice(scratch);
+    buf[scratch.len()..len].fill(0);
+    let id = q.next_job;
+    q.next_job += 1;
+    q.issued = align_up(pos);
+    q.inflight.push_back(InFlight {
+        id,
+        pad,
+        start,
+        end: pos,
+        appends,
+        result: None,
+    });
+    Ok(Job {
+        id,
+        pad,
+        start,
+        buf,
+        len,
+    })
+}
+
+/// An I/O thread's loop.
+pub(super) fn io_thread(shared: Arc<Shared>) {
+    let mut block = AlignedBuf::new(2 * BLOCK);
+    loop {
+        let mut q = shared.queue.lock();
+        let job = loop {
+            if let Some(job) = q.jobs.pop_front() {
+                break job;
+            }
+            if q.stop {
+                return;
+            }
+            shared.work.wait(&mut q);
+        };
+        let latched = q.failed.clone();
+        drop(q);
+        let result = match latched {
+            Some(err) => Err(err),
+            None => write_job(&shared, &job, &mut block),
+        };
+        shared.pool.put(job.buf);
+        let mut q = shared.queue.lock();
+        if let Some(f) = q.inflight.iter_mut().find(|f| f.id == job.id) {
+            f.result = Some(result);
+        }
+        retire(&mut q);
+        drop(q);
+        shared.wake.notify_all();
+    }
+}
+
+/// Retires finished jobs in issue order, resolving their appends.
+fn retire(q: &mut Queue) {
+    while q.inflight.front().is_some_and(|f| f.result.is_some()) {
+        let Some(f) = q.inflight.pop_front() else {
+            break;
+        };
+        let result = match (&q.failed, f.result) {
+            (Some(err), _) => Err(err.clone()),
+            (None, Some(Err(err))) => {
+                q.failed = Some(err.clone());
+                Err(err)
+            }
+            (None, _) => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                if let Some(pad) = f.pad {
+                    q.write_starts.push_back(pad);
+                }
+                q.write_starts.push_back(f.start);
+                q.next = align_up(f.end);
+                for (done, pos) in f.appends {
+                    let _ = done.send(Ok(WalPosition(pos)));
                 }
             }
             Err(err) => {
-                q.failed.get_or_insert_with(|| err.clone());
-                drop(q);
-                for p in batch {
-                    let _ = p.done.send(Err(err.clone()));
+                for (done, _) in f.appends {
+                    let _ = done.send(Err(err.clone()));
                 }
             }
         }
     }
 }
 
-/// Writes one batch (after a padding marker at `pad`, if given) and makes it durable. Returns
-/// the records' positions.
-fn write_batch(
-    shared: &Shared,
-    pad: Option<u64>,
-    start: u64,
-    batch: &[Pending],
-    buf: &mut AlignedBuf,
-    block: &mut AlignedBuf,
-    scratch: &mut Vec<u8>,
-) -> WalResult<Vec<u64>> {
+/// Writes one job (after its padding marker, if any), makes it durable, then checks that the
+/// device still belongs to this WAL.
+fn write_job(shared: &Shared, job: &Job, block: &mut AlignedBuf) -> WalResult<()> {
     let dev = &*shared.dev;
     let fail = |offset: u64, e: std::io::Error| {
         WalError::failed(format!("writing {} at {offset}", dev.name()), e)
     };
-    if let Some(at) = pad {
+    if let Some(at) = job.pad {
         ring::encode_pad(shared.ring, at, block);
         let offset = shared.ring.physical(at);
         dev.write_at(&block[..BLOCK], offset)
             .map_err(|e| fail(offset, e))?;
         dev.sync().map_err(|e| fail(offset, e))?;
     }
-    scratch.clear();
-    let mut positions = Vec::with_capacity(batch.len());
-    let mut pos = start;
-    for p in batch {
-        positions.push(pos);
-        let delta = u32::try_from(pos - start)
-            .map_err(|_| WalError::new(WalErrorKind::InvalidInput, "write batch over 4 GiB"))?;
-        let n = frame::encode(pos, delta, &p.record, scratch).map_err(|e| {
-            WalError::new(WalErrorKind::InvalidInput, format!("encoding a frame: {e}"))
-        })?;
-        pos += n as u64;
-    }
-    let len = align_up(scratch.len() as u64) as usize;
-    if len > buf.len() {
-        *buf = AlignedBuf::new(len);
-    }
-    buf[..scratch.len()].copy_from_slice(scratch);
-    buf[scratch.len()..len].fill(0);
-    let offset = shared.ring.physical(start);
-    dev.write_at(&buf[..len], offset)
+    let offset = shared.ring.physical(job.start);
+    dev.write_at(&job.buf[..job.len], offset)
         .map_err(|e| fail(offset, e))?;
     dev.sync().map_err(|e| fail(offset, e))?;
-    Ok(positions)
+    check_owner(shared, block)
 }
 
-/// Writes `next` as the new header after checking that the newest header on the device is
-/// still `mine`; fails with [`WalErrorKind::Fenced`] when another node has written since.
-pub(super) fn write_header(
-    shared: &Shared,
-    mine: &Header,
-    next: &Header,
-    block: &mut AlignedBuf,
-) -> WalResult<()> {
-    let dev = &*shared.dev;
-    match header::read_slots(dev, block)? {
-        Slots::Valid(found) if found == *mine => {}
-        Slots::Valid(found) => {
-            return Err(WalError::new(
-                WalErrorKind::Fenced,
-                format!(
-                    "{} was taken over by node {} with node epoch {} (this writer is node {} \
-                     epoch {})",
-                    dev.name(),
-                    found.node_id,
-                    found.node_epoch,
-                    mine.node_id,
-                    mine.node_epoch
-                ),
-            ))
-        }
-        Slots::Fresh => {
-            return Err(WalError::new(
-                WalErrorKind::Fenced,
-                format!("the header of {} was wiped", dev.name()),
-            ))
-        }
+/// Reads both header slots and fails with [`WalErrorKind::Fenced`] unless the newest header
+/// is the one this WAL wrote last.
+pub(super) fn check_owner(shared: &Shared, block: &mut AlignedBuf) -> WalResult<()> {
+    let mine = shared.header.read();
+    let found = header::read_slots(&*shared.dev, block)?;
+    owner_is(shared, &mine, found)
+}
+
+fn owner_is(shared: &Shared, mine: &Header, found: Slots) -> WalResult<()> {
+    let name = shared.dev.name();
+    match found {
+        Slots::Valid(found) if found == *mine => Ok(()),
+        Slots::Valid(found) => Err(WalError::new(
+            WalErrorKind::Fenced,
+            format!(
+                "{name} was taken over by node {} with node epoch {} (this writer is node {} \
+                 epoch {})",
+                found.node_id, found.node_epoch, mine.node_id, mine.node_epoch
+            ),
+        )),
+        Slots::Fresh => Err(WalError::new(
+            WalErrorKind::Fenced,
+            format!("the header of {name} was wiped"),
+        )),
     }
-    header::write_slot(dev, next, block)
+}
+
+/// Writes a header with trim `boundary` after checking that the newest header on the device
+/// is still this WAL's; fails with [`WalErrorKind::Fenced`] when another node has written
+/// since. Ownership checks of finished writes wait meanwhile.
+fn persist_trim(shared: &Shared, boundary: u64, block: &mut AlignedBuf) -> WalResult<()> {
+    let mut mine = shared.header.write();
+    let found = header::read_slots(&*shared.dev, block)?;
+    owner_is(shared, &mine, found)?;
+    let next = Header {
+        trim: boundary,
+        sequence: mine.sequence + 1,
+        ..*mine
+    };
+    header::write_slot(&*shared.dev, &next, block)?;
+    *mine = next;
+    Ok(())
 }
