@@ -1,12 +1,44 @@
 //! Torn writes: a crash cuts the write holding a multi-block record at every sector boundary;
-//! recovery returns exactly the acknowledged records and the ring keeps working.
+//! recovery returns exactly the acknowledged records and the ring keeps working. Each scenario
+//! runs in memory and on a loop device (skipped, saying why, when none can be set up), with
+//! the crash made by [`CrashingDevice`].
+
+#[path = "common/loopdev.rs"]
+mod loopdev;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::executor::block_on;
-use objstream_wal::block::{Durability, MemDevice, SECTOR};
+use loopdev::LoopDevice;
+use objstream_wal::block::{BlockDevice, CrashingDevice, Durability, MemDevice, SECTOR};
 use objstream_wal::{BlockWal, BlockWalOptions, Wal};
+
+/// Bytes of every scenario's device.
+const DEVICE_BYTES: usize = 512 << 10;
+
+/// Where a scenario runs.
+enum Disk {
+    Memory,
+    Loop(LoopDevice),
+}
+
+impl Disk {
+    /// A zeroed device.
+    fn fresh(&self) -> Arc<dyn BlockDevice> {
+        match self {
+            Disk::Memory => Arc::new(MemDevice::new(DEVICE_BYTES)),
+            Disk::Loop(dev) => dev.open_zeroed(),
+        }
+    }
+}
+
+/// Memory, then a loop device when one can be set up.
+fn disks() -> Vec<Disk> {
+    let mut disks = vec![Disk::Memory];
+    disks.extend(LoopDevice::or_skip("torn", DEVICE_BYTES as u64).map(Disk::Loop));
+    disks
+}
 
 fn options() -> BlockWalOptions {
     BlockWalOptions {
@@ -25,8 +57,12 @@ fn payload(i: u64, len: usize) -> Bytes {
     )
 }
 
-fn open(dev: &MemDevice) -> BlockWal {
-    BlockWal::open_device(Arc::new(dev.clone()), 1, 1, options()).unwrap()
+fn open(dev: &Arc<dyn BlockDevice>) -> BlockWal {
+    BlockWal::open_device(dev.clone(), 1, 1, options()).unwrap()
+}
+
+fn open_crashing(dev: &Arc<CrashingDevice>) -> BlockWal {
+    BlockWal::open_device(dev.clone(), 1, 1, options()).unwrap()
 }
 
 fn replayed(wal: &BlockWal) -> Vec<Bytes> {
@@ -38,9 +74,9 @@ fn replayed(wal: &BlockWal) -> Vec<Bytes> {
 }
 
 /// Runs the scenario with the write of the big record cut after `keep` bytes.
-fn crash_with(keep: usize, big_len: usize, lap_offset: bool) {
-    let dev = MemDevice::new(512 << 10);
-    let wal = open(&dev);
+fn crash_with(disk: &Disk, keep: usize, big_len: usize, lap_offset: bool) {
+    let dev = Arc::new(CrashingDevice::new(disk.fresh()));
+    let wal = open_crashing(&dev);
     let mut acked = Vec::new();
     let count = if lap_offset { 120 } else { 3 };
     for i in 0..count {
@@ -60,7 +96,7 @@ fn crash_with(keep: usize, big_len: usize, lap_offset: bool) {
     assert!(block_on(wal.append(payload(99, big_len))).is_err());
     drop(wal);
 
-    let dev = dev.reboot();
+    let dev = dev.inner();
     let wal = open(&dev);
     let got = replayed(&wal);
     // A cut after the whole frame leaves a complete (unacknowledged) record, which survives.
@@ -91,8 +127,10 @@ fn crash_with(keep: usize, big_len: usize, lap_offset: bool) {
 fn a_write_cut_at_every_sector_boundary_keeps_exactly_the_complete_records() {
     let big: usize = 5 * 4096 + 100;
     let write_len = (big + 24).div_ceil(4096) * 4096;
-    for keep in (0..write_len).step_by(SECTOR) {
-        crash_with(keep, big, false);
+    for disk in disks() {
+        for keep in (0..write_len).step_by(SECTOR) {
+            crash_with(&disk, keep, big, false);
+        }
     }
 }
 
@@ -100,22 +138,25 @@ fn a_write_cut_at_every_sector_boundary_keeps_exactly_the_complete_records() {
 fn a_torn_write_on_a_later_lap_never_revives_older_bytes() {
     let big: usize = 3 * 4096 + 8;
     let write_len = (big + 24).div_ceil(4096) * 4096;
-    for keep in (0..write_len).step_by(SECTOR) {
-        crash_with(keep, big, true);
+    for disk in disks() {
+        for keep in (0..write_len).step_by(SECTOR) {
+            crash_with(&disk, keep, big, true);
+        }
     }
 }
 
 #[test]
 fn a_write_that_completed_before_the_crash_may_survive_unacknowledged() {
     // The whole write reached the device but its sync failed: the record may be replayed.
-    let dev = MemDevice::new(512 << 10);
-    let wal = open(&dev);
-    block_on(wal.append(payload(0, 10))).unwrap();
-    dev.crash_at_write(dev.writes(), 1 << 20);
-    assert!(block_on(wal.append(payload(1, 10))).is_err());
-    drop(wal);
-    let dev = dev.reboot();
-    let got = replayed(&open(&dev));
-    assert_eq!(got[0], payload(0, 10));
-    assert!(got.len() <= 2);
+    for disk in disks() {
+        let dev = Arc::new(CrashingDevice::new(disk.fresh()));
+        let wal = open_crashing(&dev);
+        block_on(wal.append(payload(0, 10))).unwrap();
+        dev.crash_at_write(dev.writes(), 1 << 20);
+        assert!(block_on(wal.append(payload(1, 10))).is_err());
+        drop(wal);
+        let got = replayed(&open(&dev.inner()));
+        assert_eq!(got[0], payload(0, 10));
+        assert!(got.len() <= 2);
+    }
 }

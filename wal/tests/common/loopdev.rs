@@ -9,6 +9,10 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use objstream_wal::block::{AlignedBuf, BlockDevice, DirectFile};
 
 /// An attached loop device over a file of its own. Detached on drop.
 #[derive(Debug)]
@@ -24,7 +28,10 @@ impl LoopDevice {
     pub fn new(name: &str, bytes: u64) -> Result<LoopDevice, String> {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loopdev");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let backing = dir.join(format!("{name}-{}.img", std::process::id()));
+        // Unique per process and call: tests of one binary run in parallel.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let backing = dir.join(format!("{name}-{}-{n}.img", std::process::id()));
         let _ = std::fs::remove_file(&backing);
         let file = OpenOptions::new()
             .write(true)
@@ -76,6 +83,21 @@ impl LoopDevice {
     /// The device node, e.g. `/dev/loop3`.
     pub fn path(&self) -> &Path {
         &self.device
+    }
+
+    /// Zeroes the whole device and opens it with `O_DIRECT` (writes made durable by
+    /// `fdatasync`), as a fresh disk for one test scenario.
+    pub fn open_zeroed(&self) -> Arc<dyn BlockDevice> {
+        let dev = DirectFile::open(&self.device, None, false).unwrap();
+        let zeros = AlignedBuf::new(1 << 20);
+        let mut at = 0;
+        while at < dev.len() {
+            let n = (dev.len() - at).min(zeros.len() as u64) as usize;
+            dev.write_at(&zeros[..n], at).unwrap();
+            at += n as u64;
+        }
+        dev.sync().unwrap();
+        Arc::new(dev)
     }
 }
 
