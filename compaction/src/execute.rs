@@ -1,7 +1,8 @@
 //! Executing a plan's writes: read each new object's pieces, build it, PUT it.
 //!
-//! New objects are built one at a time, so a pass holds at most one new object and the source
-//! batches copied into it (both bounded by `max_plan_bytes`). Encoding (zstd) runs on a blocking
+//! A plan's source objects are read whole, several at a time (one GET each), and its new objects
+//! are built one at a time, so a pass holds at most one plan's sources and one new object (both
+//! bounded by `max_plan_bytes`, decompressed batches aside). Encoding (zstd) runs on a blocking
 //! thread, never on the runtime's workers that appends and readers use. Each new object gets an
 //! id allocated through the manifest, so its key is its own: a PUT that is retried after a lost
 //! response simply writes the same bytes again.
@@ -11,15 +12,16 @@
 
 use std::collections::BTreeMap;
 
+use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
-use objstream::format::{ObjectBuilder, ObjectIndex};
+use objstream::format::ObjectBuilder;
 use objstream::keys::object_path;
 use objstream::manifest::{ManifestStreamRange, ObjectMeta};
 use objstream::retry::{retry_transient, Backoff};
 use objstream::{Compression, ErrorDetail, ObjectId, Result, StoredBatch, StreamId};
 
 use crate::plan::{Plan, PlannedObject};
-use crate::source::ObjectAccess;
+use crate::source::{ObjectAccess, SourceObject};
 
 /// What writing a plan's outputs did.
 #[derive(Debug, Default)]
@@ -68,12 +70,14 @@ pub(crate) async fn write_outputs(
         ))
         .into());
     }
-    let mut indexes: BTreeMap<ObjectId, ObjectIndex> = BTreeMap::new();
+    let sources = fetch_sources(access, plan).await?;
+    let mut written = Written {
+        bytes_read: sources.values().map(SourceObject::len).sum(),
+        ..Written::default()
+    };
     let mut built = Vec::new();
-    let mut written = Written::default();
     for (output, id) in plan.outputs.iter().zip(ids) {
-        let (batches, read) = gather(access, &mut indexes, output).await?;
-        written.bytes_read += read;
+        let batches = gather(&sources, output)?;
         if batches.is_empty() {
             continue;
         }
@@ -83,6 +87,7 @@ pub(crate) async fn write_outputs(
             .sum::<u64>();
         built.push((*id, output, batches));
     }
+    drop(sources);
     if !write_if(written.records) {
         return Ok(None);
     }
@@ -94,28 +99,38 @@ pub(crate) async fn write_outputs(
     Ok(Some(written))
 }
 
-/// The batches an output copies, with the stream epoch each came under, trimmed data dropped.
-async fn gather(
+/// Source objects fetched at once.
+const FETCH_CONCURRENCY: usize = 8;
+
+/// Reads every source object of `plan` whole, several at a time. Their stored bytes are at
+/// most the plan's input bytes, which `max_plan_bytes` bounds.
+async fn fetch_sources(
     access: &ObjectAccess,
-    indexes: &mut BTreeMap<ObjectId, ObjectIndex>,
+    plan: &Plan,
+) -> Result<BTreeMap<ObjectId, SourceObject>> {
+    let mut wanted: BTreeMap<ObjectId, u64> = BTreeMap::new();
+    for piece in plan.outputs.iter().flat_map(|o| &o.pieces) {
+        wanted.insert(piece.source, piece.source_size);
+    }
+    futures::stream::iter(wanted)
+        .map(|(id, size)| async move { access.whole(id, size).await.map(|o| (id, o)) })
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// The batches an output copies, with the range each came from, trimmed data dropped.
+fn gather(
+    sources: &BTreeMap<ObjectId, SourceObject>,
     output: &PlannedObject,
-) -> Result<(Vec<(ManifestStreamRange, StoredBatch)>, u64)> {
+) -> Result<Vec<(ManifestStreamRange, StoredBatch)>> {
     let mut out = Vec::new();
-    let mut read = 0u64;
     for piece in &output.pieces {
-        let index = match indexes.get(&piece.source) {
-            Some(index) => index,
-            None => {
-                let index = access.index(piece.source, piece.source_size).await?;
-                read += index.entries().len() as u64 * objstream::format::INDEX_ENTRY_LEN as u64;
-                indexes.entry(piece.source).or_insert(index)
-            }
-        };
+        let source = sources
+            .get(&piece.source)
+            .ok_or_else(|| ErrorDetail::Internal(format!("{} was not fetched", piece.source)))?;
         let r = piece.range;
-        let (batches, bytes) = access
-            .batches(piece.source, index, r.stream, r.start, r.end)
-            .await?;
-        read += bytes;
+        let batches = source.batches(r.stream, r.start, r.end)?;
         out.extend(
             batches
                 .into_iter()
@@ -123,7 +138,7 @@ async fn gather(
                 .map(|b| (r, b)),
         );
     }
-    Ok((out, read))
+    Ok(out)
 }
 
 /// Encodes one object on a blocking thread and PUTs it.
