@@ -42,7 +42,8 @@ pub struct NodeRecovery {
     pub bytes_recovered: u64,
     /// Objects written.
     pub objects_written: usize,
-    /// How long the whole recovery took, in milliseconds.
+    /// How long the whole recovery took, in milliseconds (with `recover_node_from`, from the
+    /// fence to the last close: opening and sealing the WAL included).
     pub millis: u64,
 }
 
@@ -56,7 +57,7 @@ impl Store {
     /// nodes recover the same node at once, one may fail with a conflict (`ErrorKind::Retry`);
     /// running it again then finds the work done.
     pub async fn recover_node(&self, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {
-        recover(&self.inner, failed, wal).await
+        recover(&self.inner, failed, wal, Instant::now()).await
     }
 
     /// [`Store::recover_node`] on the WAL that `wal` describes (the failed node's settings).
@@ -69,6 +70,7 @@ impl Store {
         failed: NodeId,
         wal: &crate::WalSettings,
     ) -> Result<NodeRecovery> {
+        let started = Instant::now();
         let node = fence(&self.inner, failed).await?;
         let opened = super::components::open_wal(
             wal,
@@ -83,7 +85,7 @@ impl Store {
             },
         )
         .await?;
-        recover(&self.inner, failed, opened).await
+        recover(&self.inner, failed, opened, started).await
     }
 }
 
@@ -114,8 +116,12 @@ async fn fence(inner: &StoreInner, failed: NodeId) -> Result<NodeMeta> {
         .ok_or_else(|| Error::internal(format!("{failed} vanished from the manifest")))
 }
 
-async fn recover(inner: &StoreInner, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {
-    let started = Instant::now();
+async fn recover(
+    inner: &StoreInner,
+    failed: NodeId,
+    wal: Arc<dyn Wal>,
+    started: Instant,
+) -> Result<NodeRecovery> {
     let node = fence(inner, failed).await?;
     tracing::info!(node = %failed, epoch = %node.epoch, by = %inner.node, "node fenced; recovering its WAL");
     let state = inner.meta.refresh().await?;
