@@ -77,7 +77,8 @@
 //! # }
 //! ```
 
-mod layout;
+/// The byte layout of WAL objects, public for inspection tools and fuzzing.
+pub mod layout;
 mod seal;
 mod store;
 mod trim;
