@@ -88,6 +88,7 @@
 mod crashing;
 mod device;
 mod header;
+pub mod inspect;
 mod ring;
 mod writer;
 
