@@ -6,7 +6,7 @@ use object_store::path::Path;
 use crate::types::{NodeId, ObjectId};
 
 /// `{prefix}/wal/{node:020}`: the slots of a node's object WAL live below it.
-pub(crate) fn wal_prefix(prefix: &Path, node: NodeId) -> Path {
+pub fn wal_prefix(prefix: &Path, node: NodeId) -> Path {
     prefix
         .clone()
         .join("wal")

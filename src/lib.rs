@@ -6,6 +6,8 @@ pub mod format;
 #[doc(hidden)]
 pub mod keys;
 pub mod manifest;
+pub mod metered_store;
+pub mod metrics;
 mod read;
 #[doc(hidden)]
 pub mod retry;
@@ -14,9 +16,11 @@ mod store;
 pub mod testing;
 pub mod types;
 mod upload;
-mod wal_record;
+#[doc(hidden)]
+pub mod wal_record;
 
 pub use config::{ObjectStoreOptions, StoreLocation};
+pub use metered_store::MeteredObjectStore;
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use read::{DecodedBlock, ReadStats, SharedBlockCache};
 pub use settings::{Compression, Settings, WalSettings};

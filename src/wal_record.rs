@@ -29,9 +29,12 @@ pub(crate) const HEADER_LEN: usize = TIMESTAMP_AT + size_of::<i64>();
 
 /// A batch as logged: which stream, under which epoch, at which offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct WalBatch {
+pub struct WalBatch {
+    /// The stream the batch was appended to.
     pub stream: StreamId,
+    /// The stream epoch it was appended under.
     pub epoch: Epoch,
+    /// The batch and its base offset.
     pub batch: StoredBatch,
 }
 
@@ -48,7 +51,7 @@ pub(crate) fn encode(stream: StreamId, epoch: Epoch, base: Offset, batch: &Recor
 }
 
 /// Decodes a record; `location` names it in errors. The payload is a slice of `record`.
-pub(crate) fn decode(record: &Bytes, location: &dyn std::fmt::Display) -> Result<WalBatch> {
+pub fn decode(record: &Bytes, location: &dyn std::fmt::Display) -> Result<WalBatch> {
     if record.len() < HEADER_LEN {
         return Err(Error::corruption(
             location.to_string(),
