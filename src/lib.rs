@@ -6,8 +6,6 @@ pub mod format;
 #[doc(hidden)]
 pub mod keys;
 pub mod manifest;
-pub mod metered_store;
-pub mod metrics;
 mod read;
 #[doc(hidden)]
 pub mod retry;
@@ -20,7 +18,6 @@ mod upload;
 pub mod wal_record;
 
 pub use config::{ObjectStoreOptions, StoreLocation};
-pub use metered_store::MeteredObjectStore;
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use read::{DecodedBlock, ReadStats, SharedBlockCache};
 pub use settings::{Compression, Settings, WalSettings};
