@@ -5,25 +5,31 @@
 //!
 //! - raw: 1 MiB `O_DIRECT | O_DSYNC` sequential writes (durable write bandwidth) and 4 KiB
 //!   `O_DIRECT | O_DSYNC` writes one at a time (the floor for one durable append);
+//!   `O_DIRECT` 8 KiB reads of the header slots (what the ownership check before every
+//!   acknowledged write costs);
 //! - the WAL: appends of 1 KiB and 64 KiB records by 1 and by 256 appender threads (each with
 //!   one append in flight), for both durability modes (`O_DSYNC` and `fdatasync`), while a
-//!   trimmer keeps the ring from filling; throughput, p50 and p99.
+//!   trimmer keeps the ring from filling; throughput, p50 and p99;
+//! - paced load: appends offered at a fixed 100 MB/s (open loop: latency counts from when an
+//!   append was due, so a stall cannot hide the appends it delayed), p50, p99 and max;
+//! - replay: 256 MiB of 64 KiB records written, then the time to open (recover) and replay.
 //!
 //! The summary prints each figure and its ratio to the raw ones. A criterion group for one
-//! appender of 1 KiB records follows. Run with `cargo bench --bench block_wal` (under a
-//! minute); under `cargo test --benches` each part runs briefly.
+//! appender of 1 KiB records follows. Run with `cargo bench --bench block_wal` (about a
+//! minute); under `cargo test --benches` each part runs briefly (replay on 16 MiB).
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use futures::executor::block_on;
-use objstream_wal::block::{AlignedBuf, Durability};
+use objstream_wal::block::{AlignedBuf, Durability, MemDevice};
 use objstream_wal::{BlockWal, BlockWalOptions, Wal};
 
 const FILE_BYTES: u64 = 256 << 20;
@@ -93,6 +99,36 @@ fn raw_latency(path: &Path) -> Vec<Duration> {
     lat
 }
 
+/// Sequential 8 MiB `O_DIRECT` reads over the file, in MB/s: the ceiling for replay.
+fn raw_read_bandwidth(path: &Path) -> f64 {
+    let file = direct_dsync(path);
+    let len = file.metadata().unwrap().len();
+    let mut buf = AlignedBuf::new(8 << 20);
+    let span = len - len % buf.len() as u64;
+    let start = Instant::now();
+    let mut off = 0u64;
+    while start.elapsed() < part_time() {
+        file.read_exact_at(&mut buf, off % span).unwrap();
+        off += buf.len() as u64;
+    }
+    off as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// 8 KiB `O_DIRECT` reads of the header slots, sorted: the ownership check's cost.
+fn header_read_latency(path: &Path) -> Vec<Duration> {
+    let file = direct_dsync(path);
+    let mut buf = AlignedBuf::new(8192);
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < part_time() {
+        let t = Instant::now();
+        file.read_exact_at(&mut buf, 0).unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    lat
+}
+
 struct Figures {
     mb_per_s: f64,
     appends_per_s: f64,
@@ -112,18 +148,7 @@ fn wal_options(durability: Durability) -> BlockWalOptions {
 fn run_wal(path: &Path, durability: Durability, record: usize, appenders: usize) -> Figures {
     let wal = Arc::new(BlockWal::open(path, 1, 1, wal_options(durability)).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
-    let trimmer = {
-        let (wal, stop) = (wal.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(5));
-                let ring = wal.ring_bytes();
-                if wal.next_position().0 - wal.trim_position().0 > ring / 4 {
-                    block_on(wal.trim(wal.next_position())).unwrap();
-                }
-            }
-        })
-    };
+    let trimmer = trimmer(wal.clone(), stop.clone());
     let payload = Bytes::from(vec![0xC3; record]);
     let start = Instant::now();
     let threads: Vec<_> = (0..appenders)
@@ -156,6 +181,112 @@ fn run_wal(path: &Path, durability: Durability, record: usize, appenders: usize)
     }
 }
 
+/// Keeps the ring a quarter full at most until `stop`.
+fn trimmer(wal: Arc<BlockWal>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+            if wal.next_position().0 - wal.trim_position().0 > wal.ring_bytes() / 4 {
+                block_on(wal.trim(wal.next_position())).unwrap();
+            }
+        }
+    })
+}
+
+struct Paced {
+    mb_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+/// Offers `record`-byte appends at `offered` bytes per second from one thread (open loop);
+/// another thread awaits them in order. Latency runs from when each append was due.
+fn run_paced(path: &Path, durability: Durability, record: usize, offered: f64) -> Paced {
+    let wal = Arc::new(BlockWal::open(path, 1, 1, wal_options(durability)).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let trim = trimmer(wal.clone(), stop.clone());
+    let (tx, rx) = mpsc::channel::<(Instant, objstream_wal::WalFuture<_>)>();
+    let waiter = std::thread::spawn(move || {
+        let mut lat = Vec::new();
+        for (due, append) in rx {
+            block_on(append).unwrap();
+            lat.push(due.elapsed());
+        }
+        lat
+    });
+    let payload = Bytes::from(vec![0x3C; record]);
+    let interval = Duration::from_secs_f64(record as f64 / offered);
+    let start = Instant::now();
+    let mut due = start;
+    let mut sent = 0usize;
+    while due.duration_since(start) < part_time() {
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            if due - now > Duration::from_micros(300) {
+                std::thread::sleep(due - now - Duration::from_micros(200));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        tx.send((due, wal.append(payload.clone()))).unwrap();
+        sent += 1;
+        due += interval;
+    }
+    drop(tx);
+    let mut lat = waiter.join().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    trim.join().unwrap();
+    lat.sort();
+    Paced {
+        mb_per_s: (sent * record) as f64 / secs / 1e6,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        max: lat.last().copied().unwrap_or_default(),
+    }
+}
+
+/// Writes `bytes` of 64 KiB records to a fresh ring on a file (or in memory when `path` is
+/// `None`), then times open (recovery) plus replay. Returns the bytes replayed and the
+/// seconds it took.
+fn run_replay(path: Option<&Path>, bytes: u64) -> (u64, f64) {
+    let opts = BlockWalOptions {
+        create_bytes: Some(bytes + (32 << 20)),
+        ..wal_options(Durability::Fdatasync)
+    };
+    let memory = MemDevice::new((bytes + (32 << 20)) as usize);
+    let open = |epoch| match path {
+        Some(path) => BlockWal::open(path, 1, epoch, opts.clone()).unwrap(),
+        None => BlockWal::open_device(Arc::new(memory.clone()), 1, epoch, opts.clone()).unwrap(),
+    };
+    let wal = open(1);
+    let payload = Bytes::from(vec![0x7E; 64 << 10]);
+    let mut inflight: VecDeque<objstream_wal::WalFuture<_>> = VecDeque::new();
+    let mut written = 0u64;
+    while written < bytes {
+        if inflight.len() == 64 {
+            block_on(inflight.pop_front().unwrap()).unwrap();
+        }
+        inflight.push_back(wal.append(payload.clone()));
+        written += payload.len() as u64;
+    }
+    for f in inflight {
+        block_on(f).unwrap();
+    }
+    drop(wal);
+    let start = Instant::now();
+    let wal = open(2);
+    let records = block_on(wal.replay()).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let replayed: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
+    assert_eq!(replayed, written);
+    (replayed, secs)
+}
+
 fn main() {
     let path = dir().join("bench.wal");
     let _ = std::fs::remove_file(&path);
@@ -165,16 +296,26 @@ fn main() {
     let bandwidth = raw_bandwidth(&path);
     let raw = raw_latency(&path);
     let (raw_p50, raw_p99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
+    let header = header_read_latency(&path);
+    let read_bandwidth = raw_read_bandwidth(&path);
     let _ = std::fs::remove_file(&path);
 
     println!("\n== block WAL on {} ==", path.display());
     println!("raw O_DIRECT|O_DSYNC 1 MiB sequential writes: {bandwidth:.1} MB/s");
     println!("raw O_DIRECT|O_DSYNC 4 KiB write latency: p50 {raw_p50:?}, p99 {raw_p99:?}");
+    println!("raw O_DIRECT 8 MiB sequential reads: {read_bandwidth:.1} MB/s");
+    println!(
+        "ownership check (8 KiB O_DIRECT header read) per acknowledged write: p50 {:?}, p99 {:?}",
+        percentile(&header, 0.5),
+        percentile(&header, 0.99)
+    );
+    let mut best_bw = 0f64;
     for durability in [Durability::Dsync, Durability::Fdatasync] {
         for record in [1 << 10, 64 << 10] {
             for appenders in [1, 256] {
                 let f = run_wal(&path, durability, record, appenders);
                 let _ = std::fs::remove_file(&path);
+                best_bw = best_bw.max(f.mb_per_s);
                 println!(
                     "{durability:?} {:>2} KiB x {appenders:>3}: {:>8.0} appends/s {:>7.1} MB/s \
                      ({:.2} of raw bw), p50 {:?} ({:.2}x raw 4 KiB), p99 {:?}",
@@ -189,6 +330,44 @@ fn main() {
             }
         }
     }
+
+    println!(
+        "best WAL bandwidth {best_bw:.1} MB/s = {:.2} of raw O_DIRECT bandwidth (target >= 0.70)",
+        best_bw / bandwidth
+    );
+    for durability in [Durability::Dsync, Durability::Fdatasync] {
+        for record in [4 << 10, 64 << 10] {
+            let p = run_paced(&path, durability, record, 100e6);
+            let _ = std::fs::remove_file(&path);
+            println!(
+                "{durability:?} paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, \
+                 p50 {:?}, p99 {:?} (target <= 1 ms), max {:?}",
+                record >> 10,
+                p.mb_per_s,
+                p.p50,
+                p.p99,
+                p.max
+            );
+        }
+    }
+    let replay_bytes = if full_run() { 256 << 20 } else { 16 << 20 };
+    let (bytes, secs) = run_replay(Some(&path), replay_bytes);
+    let _ = std::fs::remove_file(&path);
+    println!(
+        "replay from the file: open + replay of {} MiB in {:.3} s = {:.2} GB/s (target >= 1 \
+         GB/s; {:.2} of raw O_DIRECT read bandwidth)",
+        bytes >> 20,
+        secs,
+        bytes as f64 / secs / 1e9,
+        bytes as f64 / secs / 1e6 / read_bandwidth
+    );
+    let (bytes, secs) = run_replay(None, replay_bytes);
+    println!(
+        "replay from memory (decode, crc and copy only): {} MiB in {:.3} s = {:.2} GB/s",
+        bytes >> 20,
+        secs,
+        bytes as f64 / secs / 1e9
+    );
 
     let mut c = Criterion::default()
         .configure_from_args()
