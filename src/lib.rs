@@ -6,6 +6,8 @@ pub mod format;
 #[doc(hidden)]
 pub mod keys;
 pub mod manifest;
+pub mod metered_store;
+pub mod metrics;
 mod read;
 #[doc(hidden)]
 pub mod retry;
@@ -19,6 +21,7 @@ pub mod wal_record;
 
 pub use config::{ObjectStoreOptions, StoreLocation};
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
+pub use metered_store::MeteredObjectStore;
 pub use read::{DecodedBlock, ReadStats, SharedBlockCache};
 pub use settings::{Compression, Settings, WalSettings};
 pub use store::{AppendFuture, AppendResult, Components, NodeRecovery, Store, Stream};

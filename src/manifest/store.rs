@@ -71,6 +71,8 @@ pub struct ObjectStoreMetaStore {
     commit_lock: tokio::sync::Mutex<()>,
     /// The latest state known; replaced (never mutated) under `commit_lock`.
     cached: parking_lot::Mutex<Arc<ManifestState>>,
+    /// Commit latency and conflict counters.
+    metrics: crate::metrics::ManifestMetrics,
 }
 
 impl fmt::Debug for ObjectStoreMetaStore {
@@ -104,6 +106,7 @@ impl ObjectStoreMetaStore {
             checkpoint_every,
             commit_lock: tokio::sync::Mutex::new(()),
             cached: parking_lot::Mutex::new(Arc::new(ManifestState::new())),
+            metrics: crate::metrics::ManifestMetrics::new(),
         };
         let state = meta.load_newest().await?;
         tracing::debug!(prefix = %meta.prefix, seq = state.seq(), "opened the manifest");
@@ -304,6 +307,8 @@ impl ObjectStoreMetaStore {
         let seq = state.seq();
         let state = Arc::new(state);
         self.publish(Arc::clone(&state));
+        self.metrics.committed(change.kind());
+        tracing::Span::current().record("seq", seq);
         tracing::debug!(seq, change = change.kind(), writer = %self.writer, attempts, "committed a manifest record");
         if self.checkpoint_every > 0 && seq % self.checkpoint_every == 0 {
             // Best effort, not retried: a throttled store is better off without the extra
@@ -338,6 +343,22 @@ impl MetaStore for ObjectStoreMetaStore {
     }
 
     async fn commit(&self, change: Change) -> Result<Committed> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "manifest_commit",
+            change = change.kind(),
+            seq = tracing::field::Empty
+        );
+        let started = std::time::Instant::now();
+        let committed = self.commit_inner(change).instrument(span).await;
+        self.metrics.commit_duration.record(started.elapsed());
+        committed
+    }
+}
+
+impl ObjectStoreMetaStore {
+    /// [`MetaStore::commit`], without its span and latency.
+    async fn commit_inner(&self, change: Change) -> Result<Committed> {
         let _guard = self.commit_lock.lock().await;
         let mut base = self.cached();
         let mut conflicts = Backoff::for_uploads(base.seq());
@@ -373,6 +394,7 @@ impl MetaStore for ObjectStoreMetaStore {
                 } else {
                     // Refused without a record (a conditional-write conflict): the number is
                     // still free, or about to be taken by the request we raced.
+                    self.metrics.refused.increment(1);
                     tracing::warn!(
                         seq,
                         change = change.kind(),
@@ -385,6 +407,7 @@ impl MetaStore for ObjectStoreMetaStore {
             if existing.writer == self.writer && existing.change == change {
                 return Ok(self.committed(&change, outcome, next, attempt).await);
             }
+            self.metrics.lost_race.increment(1);
             let mut theirs = (*base).clone();
             self.apply_record(&mut theirs, &existing)?;
             base = self.advance(Arc::new(theirs)).await?;

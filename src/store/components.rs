@@ -12,13 +12,15 @@ use objstream_wal::{
 
 use crate::error::Result;
 use crate::manifest::{MetaStore, ObjectStoreMetaStore, WriterToken};
+use crate::metered_store::MeteredObjectStore;
 use crate::read::SharedBlockCache;
 use crate::settings::{Settings, WalSettings};
 use crate::types::{Epoch, NodeId};
 
 /// The parts a store is built from. Only the object store and a key prefix are required; the
 /// WAL defaults to what `Settings::wal` describes and the meta store to a manifest log under the
-/// same prefix.
+/// same prefix. The store counts every request to the object store through a
+/// [`MeteredObjectStore`] it wraps around it (see [`crate::metrics`]).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -88,15 +90,18 @@ impl Components {
     }
 
     /// Everything but the WAL, which opens once the node's epoch is known (`open_wal`).
+    /// The object store is wrapped in a [`MeteredObjectStore`] here, when the store opens, so
+    /// that its request metrics register with the recorder current at that time.
     pub(crate) async fn resolve(self, settings: &Settings) -> Result<Resolved> {
         let wal = self.wal;
+        let objects: Arc<dyn ObjectStore> = Arc::new(MeteredObjectStore::new(self.objects));
         let meta = match self.meta {
             Some(m) => m,
             None => {
                 let token = WriterToken(self.writer_token.unwrap_or_else(random_token));
                 Arc::new(
                     ObjectStoreMetaStore::open(
-                        self.objects.clone(),
+                        objects.clone(),
                         self.prefix.clone(),
                         token,
                         settings.manifest_checkpoint_every,
@@ -106,7 +111,7 @@ impl Components {
             }
         };
         Ok(Resolved {
-            objects: self.objects,
+            objects,
             prefix: self.prefix,
             wal,
             meta,

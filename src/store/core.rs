@@ -7,6 +7,7 @@
 //! record and hands it to the WAL's queue.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use objstream_cache::{CachedBatch, LogCache};
 use objstream_wal::{WalFuture, WalPosition};
@@ -66,6 +67,12 @@ pub(crate) struct InFlight {
     pub result: AppendResult,
     pub durable: WalFuture<WalPosition>,
     pub reply: oneshot::Sender<Result<AppendResult>>,
+    /// When `append` was called (append latency ends at durability).
+    pub started: Instant,
+    /// The batch's payload bytes.
+    pub bytes: u64,
+    /// The append's span (disabled unless a subscriber wants debug spans).
+    pub span: tracing::Span,
 }
 
 /// An append waiting for memory, in call order.
@@ -75,6 +82,10 @@ pub(crate) struct Waiting {
     pub batch: RecordBatch,
     pub expected: Option<Offset>,
     pub reply: oneshot::Sender<Result<AppendResult>>,
+    /// When `append` was called.
+    pub started: Instant,
+    /// The append's span.
+    pub span: tracing::Span,
 }
 
 /// Everything behind the store's append lock.

@@ -74,6 +74,8 @@ pub(crate) struct StoreInner {
     pub uploads: mpsc::UnboundedSender<UploadCommand>,
     /// Wakes the upload task when enough bytes wait.
     pub upload_wakeup: Arc<Notify>,
+    /// Metric handles, registered when the store opened.
+    pub metrics: crate::metrics::StoreMetrics,
 }
 
 /// A node: opens, creates and deletes streams. Cheap to clone.
@@ -98,6 +100,12 @@ impl Store {
     pub async fn open(settings: Settings, components: Components) -> Result<Store> {
         settings.validate()?;
         let parts = components.resolve(&settings).await?;
+        let metrics = crate::metrics::StoreMetrics::new(match (&parts.wal, &settings.wal) {
+            (Some(_), _) => "custom",
+            (None, crate::WalSettings::File { .. }) => "file",
+            (None, crate::WalSettings::Block { .. }) => "block",
+            (None, crate::WalSettings::Object { .. }) => "object",
+        });
         let reader = ObjectReader::open(
             parts.objects.clone(),
             parts.prefix.clone(),
@@ -155,6 +163,7 @@ impl Store {
             durable: watch::channel(0).0,
             uploads,
             upload_wakeup: Arc::new(Notify::new()),
+            metrics,
         });
         tokio::spawn(run_completions(Arc::downgrade(&inner), completion_rx));
         tokio::spawn(upload::run(Arc::downgrade(&inner), upload_rx));
@@ -174,17 +183,10 @@ impl Store {
 
     /// Counters of the read path: hits per tier, object-store GETs and bytes, read-ahead use
     /// and waste (see [`ReadStats`] for which reads fill which tier).
+    /// Each call also publishes them as metrics (`objstream_read_*`).
     pub fn read_stats(&self) -> ReadStats {
-        let mut stats = ReadStats::default();
-        {
-            let core = self.inner.core.lock();
-            let log = core.cache.stats();
-            stats.log_cache_hits = log.hits;
-            stats.log_cache_misses = log.misses;
-            stats.log_cache_hit_bytes = log.hit_bytes;
-            stats.log_cache_held_bytes = core.cache.usage().total_bytes;
-        }
-        self.inner.reader.fill_stats(&mut stats);
+        let stats = self.inner.read_stats();
+        self.inner.metrics.read.publish(&stats);
         stats
     }
 
@@ -210,7 +212,6 @@ impl Store {
         tracing::info!(stream = %id, %epoch, "stream created");
         Ok(Stream::new(self.inner.clone(), id, epoch))
     }
-
     /// Opens an existing stream on this node with its epoch raised by one. Fails while the
     /// stream is open on a live node.
     pub async fn open_stream(&self, id: StreamId) -> Result<Stream> {
@@ -334,6 +335,21 @@ impl Store {
 }
 
 impl StoreInner {
+    /// The read path's counters and the log cache's (see [`Store::read_stats`]).
+    pub(crate) fn read_stats(&self) -> ReadStats {
+        let mut stats = ReadStats::default();
+        {
+            let core = self.core.lock();
+            let log = core.cache.stats();
+            stats.log_cache_hits = log.hits;
+            stats.log_cache_misses = log.misses;
+            stats.log_cache_hit_bytes = log.hit_bytes;
+            stats.log_cache_held_bytes = core.cache.usage().total_bytes;
+        }
+        self.reader.fill_stats(&mut stats);
+        stats
+    }
+
     /// Admits an append under the lock: offsets, cache entry and WAL queue in one step.
     pub(crate) fn admit(&self, core: &mut Core, w: Waiting) {
         let state = match core.check_stream(w.stream, w.epoch) {
@@ -356,6 +372,9 @@ impl StoreInner {
             }
         }
         let next = base.add(u64::from(w.batch.count));
+        w.span.record("base_offset", base.0);
+        w.span.record("next_offset", next.0);
+        let bytes = w.batch.payload.len() as u64;
         let record = wal_record::encode(w.stream, w.epoch, base, &w.batch);
         let durable = self.wal.append(record);
         let seq = core.cache.insert(w.stream.0, base.0, w.batch);
@@ -371,6 +390,9 @@ impl StoreInner {
             },
             durable,
             reply: w.reply,
+            started: w.started,
+            bytes,
+            span: w.span,
         };
         if let Err(mpsc::error::SendError(f)) = self.completions.send(in_flight) {
             let _ = f
@@ -424,7 +446,16 @@ impl StoreInner {
     /// Latches a fatal error.
     pub(crate) fn fail(&self, err: Error) {
         tracing::error!(error = %err, node = %self.node, "store failed; every later call fails");
-        self.core.lock().fail(err);
+        let mut core = self.core.lock();
+        if core.failed.is_none() {
+            match err.detail() {
+                ErrorDetail::Fenced(_) => self.metrics.node_fenced.increment(1),
+                _ if err.is_fenced() => self.metrics.wal_fenced.increment(1),
+                _ => {}
+            }
+        }
+        core.fail(err);
+        drop(core);
         self.durable.send_modify(|_| {});
     }
 }
@@ -442,6 +473,14 @@ async fn run_completions(inner: Weak<StoreInner>, mut rx: mpsc::UnboundedReceive
         };
         match outcome {
             Ok(position) => {
+                inner.metrics.append_duration.record(f.started.elapsed());
+                inner.metrics.appended_bytes.increment(f.bytes);
+                inner
+                    .metrics
+                    .appended_records
+                    .increment(f.result.next_offset.0 - f.result.base_offset.0);
+                let span = &f.span;
+                tracing::debug!(parent: span, "append durable");
                 let wake = {
                     let mut core = inner.core.lock();
                     core.cache.mark_durable(f.seq + 1);

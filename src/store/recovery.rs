@@ -15,7 +15,13 @@ use crate::manifest::Change;
 use crate::store::{StoreInner, StreamState, StreamStatus};
 use crate::types::StreamId;
 
+#[tracing::instrument(
+    name = "restart_recovery",
+    skip_all,
+    fields(node = %inner.node, node_epoch = %inner.node_epoch)
+)]
 pub(crate) async fn recover(inner: &StoreInner) -> Result<()> {
+    let started = std::time::Instant::now();
     let state = inner.meta.refresh().await?;
     let owned: Vec<_> = state
         .streams_owned_by(inner.node)
@@ -95,5 +101,9 @@ pub(crate) async fn recover(inner: &StoreInner) -> Result<()> {
     if let Some(last) = records.last() {
         super::replay::trim_recorded(inner, inner.node, inner.wal.as_ref(), last.end).await?;
     }
+    inner
+        .metrics
+        .restart
+        .record(started.elapsed(), replayed as u64, replayed_bytes as u64);
     Ok(())
 }

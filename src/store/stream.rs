@@ -36,20 +36,28 @@ impl std::fmt::Debug for Stream {
 #[must_use = "an append is durable only when its future resolves"]
 pub struct AppendFuture {
     rx: Result<oneshot::Receiver<Result<AppendResult>>, Option<Error>>,
+    /// Counts the append if it fails fenced.
+    fenced: ::metrics::Counter,
 }
 
 impl Future for AppendFuture {
     type Output = Result<AppendResult>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.rx {
+        let polled = match &mut self.rx {
             Ok(rx) => Pin::new(rx).poll(cx).map(|r| {
                 r.unwrap_or_else(|_| Err(Error::internal("an append was dropped by the store")))
             }),
             Err(e) => Poll::Ready(Err(e
                 .take()
                 .unwrap_or_else(|| Error::internal("append future polled after completion")))),
+        };
+        if let Poll::Ready(Err(e)) = &polled {
+            if e.is_fenced() {
+                self.fenced.increment(1);
+            }
         }
+        polled
     }
 }
 
@@ -101,9 +109,22 @@ impl Stream {
     }
 
     fn submit(&self, batch: RecordBatch, expected: Option<Offset>) -> AppendFuture {
+        let fenced = self.inner.metrics.append_fenced.clone();
         if let Err(e) = self.validate_batch(&batch) {
-            return AppendFuture { rx: Err(Some(e)) };
+            return AppendFuture {
+                rx: Err(Some(e)),
+                fenced,
+            };
         }
+        let span = tracing::debug_span!(
+            "append",
+            stream = %self.id,
+            epoch = %self.epoch,
+            records = batch.count,
+            bytes = batch.payload.len(),
+            base_offset = tracing::field::Empty,
+            next_offset = tracing::field::Empty,
+        );
         let (tx, rx) = oneshot::channel();
         let waiting = Waiting {
             stream: self.id,
@@ -111,10 +132,15 @@ impl Stream {
             batch,
             expected,
             reply: tx,
+            started: std::time::Instant::now(),
+            span,
         };
         let mut core = self.inner.core.lock();
         if let Err(e) = core.check_stream(self.id, self.epoch) {
-            return AppendFuture { rx: Err(Some(e)) };
+            return AppendFuture {
+                rx: Err(Some(e)),
+                fenced,
+            };
         }
         let weight = objstream_cache::CachedBatch::weight(&waiting.batch);
         if core.must_wait(weight) {
@@ -125,7 +151,7 @@ impl Stream {
         } else {
             self.inner.admit(&mut core, waiting);
         }
-        AppendFuture { rx: Ok(rx) }
+        AppendFuture { rx: Ok(rx), fenced }
     }
 
     fn validate_batch(&self, batch: &RecordBatch) -> Result<()> {
@@ -157,12 +183,19 @@ impl Stream {
     /// The first batch may begin before `start`. At least one batch is returned when data exists
     /// at `start`, even if it is larger than `max_bytes`. Nothing past the confirmed offset is
     /// ever returned; `start` equal to the confirmed offset returns no batches.
+    #[tracing::instrument(
+        level = "debug",
+        name = "fetch",
+        skip(self, start, end),
+        fields(stream = %self.id, epoch = %self.epoch, start = start.0, end = end.0)
+    )]
     pub async fn fetch(
         &self,
         start: Offset,
         end: Offset,
         max_bytes: usize,
     ) -> Result<Vec<StoredBatch>> {
+        let started = std::time::Instant::now();
         let (first, confirmed) = {
             let core = self.inner.core.lock();
             let s = core.check_stream(self.id, self.epoch)?;
@@ -183,14 +216,18 @@ impl Stream {
             }
             .into());
         }
-        crate::read::fetch(
+        let batches = crate::read::fetch(
             &self.inner,
             self.id,
             start,
             end.min(confirmed),
             max_bytes as u64,
         )
-        .await
+        .await?;
+        self.inner.metrics.fetch_duration.record(started.elapsed());
+        let bytes: usize = batches.iter().map(|b| b.batch.payload.len()).sum();
+        self.inner.metrics.fetched_bytes.increment(bytes as u64);
+        Ok(batches)
     }
 
     /// Discards every record below `new_start`. Fails if `new_start` is past the confirmed

@@ -116,6 +116,11 @@ async fn fence(inner: &StoreInner, failed: NodeId) -> Result<NodeMeta> {
         .ok_or_else(|| Error::internal(format!("{failed} vanished from the manifest")))
 }
 
+#[tracing::instrument(
+    name = "recover_node",
+    skip_all,
+    fields(failed = %failed, by = %inner.node, by_epoch = %inner.node_epoch)
+)]
 async fn recover(
     inner: &StoreInner,
     failed: NodeId,
@@ -183,6 +188,9 @@ async fn recover(
             .iter()
             .map(|b| put_object(&inner.objects, &inner.prefix, b.meta.id, b.bytes.clone()));
         futures::future::try_join_all(puts).await?;
+        for b in &built {
+            inner.metrics.object_uploaded(b.meta.kind, b.bytes.len());
+        }
         report.objects_written = built.len();
         inner
             .meta
@@ -212,6 +220,11 @@ async fn recover(
     }
     report.streams_closed = closed;
     report.millis = started.elapsed().as_millis() as u64;
+    inner.metrics.takeover.record(
+        started.elapsed(),
+        report.batches_recovered as u64,
+        report.bytes_recovered,
+    );
     tracing::info!(
         node = %failed,
         by = %inner.node,

@@ -12,7 +12,7 @@
 pub(crate) mod build;
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use object_store::path::Path;
@@ -20,6 +20,7 @@ use object_store::ObjectStore;
 use objstream_wal::WalPosition;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::keys;
@@ -43,7 +44,12 @@ struct Uploaded {
     upto_seq: u64,
     trim_before: Option<WalPosition>,
     objects: Vec<ObjectMeta>,
+    /// When the last object was stored (commit latency starts here).
+    stored_at: Instant,
 }
+
+/// How often the read path's numbers are published as metrics by the upload task.
+const READ_STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Object ids reserved from the manifest and not used yet.
 #[derive(Default)]
@@ -69,6 +75,7 @@ pub(crate) async fn run(
     let mut flushes: Vec<(u64, oneshot::Sender<Result<()>>)> = Vec::new();
     let mut ids = IdPool::default();
     let mut shutdown = None;
+    let mut read_stats_published = Instant::now();
     loop {
         let mut seal_now = false;
         tokio::select! {
@@ -95,6 +102,11 @@ pub(crate) async fn run(
         }
         let Some(store) = inner.upgrade() else { break };
         answer_flushes(&store, &mut flushes);
+        publish_gauges(&store, in_flight.len());
+        if read_stats_published.elapsed() >= READ_STATS_EVERY {
+            read_stats_published = Instant::now();
+            store.metrics.read.publish(&store.read_stats());
+        }
         if shutdown.is_some() && in_flight.is_empty() {
             break;
         }
@@ -112,6 +124,13 @@ pub(crate) async fn run(
     if let Some(reply) = shutdown {
         let _ = reply.send(());
     }
+}
+
+/// Publishes the bytes waiting for a commit and the uploads in flight.
+fn publish_gauges(store: &StoreInner, in_flight: usize) {
+    let pending = store.core.lock().cache.usage().unflushed_bytes;
+    store.metrics.pending_bytes.set(pending as f64);
+    store.metrics.uploads_in_flight.set(in_flight as f64);
 }
 
 /// Replies to every flush whose data is committed, and fails them all if the store failed.
@@ -163,18 +182,22 @@ async fn start_upload(
         epochs.get(&s).copied()
     });
     let count = plan.groups.len() as u64;
+    let started = Instant::now();
     let first_id = take_ids(store, ids, count).await?;
     let objects = store.objects.clone();
     let prefix = store.prefix.clone();
     let settings = store.settings.clone();
     let reader = store.reader.clone();
-    tracing::debug!(
+    let weak = Arc::downgrade(store);
+    let span = tracing::info_span!(
+        "upload",
         upto_seq,
         bytes = sealed_bytes,
         objects = count,
-        "upload started"
+        first_object = first_id,
     );
-    Ok(Some(tokio::spawn(async move {
+    tracing::debug!(parent: &span, "upload started");
+    let job = async move {
         let built = tokio::task::spawn_blocking(move || {
             plan.groups
                 .iter()
@@ -198,12 +221,20 @@ async fn start_upload(
             .iter()
             .map(|b| put_object(&objects, &prefix, b.meta.id, b.bytes.clone()));
         futures::future::try_join_all(puts).await?;
+        if let Some(store) = weak.upgrade() {
+            store.metrics.upload_duration.record(started.elapsed());
+            for b in &built {
+                store.metrics.object_uploaded(b.meta.kind, b.bytes.len());
+            }
+        }
         Ok(Uploaded {
             upto_seq,
             trim_before,
             objects: built.into_iter().map(|b| b.meta).collect(),
+            stored_at: Instant::now(),
         })
-    })))
+    };
+    Ok(Some(tokio::spawn(job.instrument(span))))
 }
 
 async fn take_ids(store: &StoreInner, ids: &mut IdPool, count: u64) -> Result<u64> {
@@ -254,6 +285,17 @@ pub(crate) async fn put_object(
 
 async fn commit(store: &StoreInner, uploaded: Result<Uploaded>) -> Result<()> {
     let uploaded = uploaded?;
+    let span = tracing::info_span!(
+        "commit",
+        upto_seq = uploaded.upto_seq,
+        objects = uploaded.objects.len(),
+        first_object = uploaded.objects.first().map(|o| o.id.0),
+        last_object = uploaded.objects.last().map(|o| o.id.0),
+    );
+    commit_uploaded(store, uploaded).instrument(span).await
+}
+
+async fn commit_uploaded(store: &StoreInner, uploaded: Uploaded) -> Result<()> {
     let wal_floor = uploaded.trim_before.map(|p| p.0);
     // The WAL floor goes into the manifest with the commit, before the WAL deletes anything:
     // a node recovering an object WAL starts from the newest floor it finds there.
@@ -278,12 +320,17 @@ async fn commit(store: &StoreInner, uploaded: Result<Uploaded>) -> Result<()> {
             match store.meta.commit(change.clone()).await {
                 Ok(_) => break,
                 Err(e) if crate::retry::is_transient(&e) => {
+                    store.metrics.commit_retries.increment(1);
                     tracing::warn!(error = %e, "manifest commit failed; retrying");
                     backoff.wait().await;
                 }
                 Err(e) => return Err(e),
             }
         }
+        store
+            .metrics
+            .commit_duration
+            .record(uploaded.stored_at.elapsed());
         tracing::debug!(
             objects = ?uploaded.objects.iter().map(|o| o.id).collect::<Vec<_>>(),
             upto_seq = uploaded.upto_seq,
