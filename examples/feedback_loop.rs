@@ -8,9 +8,14 @@
 //! (an exact offset range of one stream) is replayed from object storage and checked byte for
 //! byte against the events as they were generated.
 //!
+//! With `--metrics ADDR` the store's metrics are served in the Prometheus text format at
+//! `http://ADDR/metrics` while the loop runs; with `--metrics-file PATH` they are written there
+//! at the end. Either way a few headline metrics are printed at the end.
+//!
 //! ```text
 //! cargo run --release --example feedback_loop -- [--seconds 10] [--rate 4000] [--streams 8]
 //!     [--producers 8] [--dir data/feedback_loop] [--keep]
+//!     [--metrics 127.0.0.1:9464] [--metrics-file metrics.prom]
 //! ```
 
 use std::collections::HashMap;
@@ -20,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use objstream::{Components, Offset, RecordBatch, Settings, Store, Stream, StreamId, WalSettings};
@@ -32,6 +38,8 @@ struct Args {
     producers: usize,
     dir: PathBuf,
     keep: bool,
+    metrics: Option<String>,
+    metrics_file: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -42,6 +50,8 @@ fn parse_args() -> Args {
         producers: 8,
         dir: PathBuf::from("data/feedback_loop"),
         keep: false,
+        metrics: None,
+        metrics_file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +66,8 @@ fn parse_args() -> Args {
             "--producers" => a.producers = value().parse().unwrap_or_else(|_| usage("--producers")),
             "--dir" => a.dir = PathBuf::from(value()),
             "--keep" => a.keep = true,
+            "--metrics" => a.metrics = Some(value()),
+            "--metrics-file" => a.metrics_file = Some(PathBuf::from(value())),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown flag {other}")),
         }
@@ -71,7 +83,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("error: {problem}");
     }
     eprintln!(
-        "usage: feedback_loop [--seconds N] [--rate EVENTS_PER_SEC] [--streams N] [--producers N] [--dir PATH] [--keep]"
+        "usage: feedback_loop [--seconds N] [--rate EVENTS_PER_SEC] [--streams N] [--producers N] [--dir PATH] [--keep] [--metrics ADDR] [--metrics-file PATH]"
     );
     std::process::exit(2)
 }
@@ -204,12 +216,112 @@ async fn open_store(dir: &std::path::Path) -> objstream::Result<Store> {
     Store::open(settings, Components::new(objects, "feedback")).await
 }
 
+/// Installs the Prometheus recorder (before the store opens: the store registers its metrics
+/// when it opens), keeps its histograms rolling, and serves scrapes at `addr` if given.
+async fn install_metrics(
+    addr: Option<&str>,
+) -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    if let Some(addr) = addr {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!(
+            "metrics at http://{}/metrics (Prometheus text format)",
+            listener.local_addr()?
+        );
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer_scrape(socket, &handle).await {
+                        eprintln!("metrics: {e}");
+                    }
+                });
+            }
+        });
+    }
+    Ok(handle)
+}
+
+/// Answers one HTTP request on `socket` with the rendered metrics (any path, one response).
+async fn answer_scrape(
+    mut socket: tokio::net::TcpStream,
+    handle: &PrometheusHandle,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Read the request head (bounded); its contents do not matter.
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 << 10 {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let body = handle.render();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body.as_bytes()).await?;
+    socket.shutdown().await
+}
+
+/// Prints the headline metrics from the rendered text: append latency quantiles, object-store
+/// requests by outcome, upload and commit latency, recoveries, fencing, cache hits; series at
+/// zero are left out.
+fn print_headline(rendered: &str) {
+    const HEADLINE: &[&str] = &[
+        objstream::metrics::APPEND_DURATION,
+        objstream::metrics::UPLOAD_DURATION,
+        objstream::metrics::COMMIT_DURATION,
+        objstream::metrics::OBJECT_STORE_REQUESTS,
+        objstream::metrics::OBJECTS_UPLOADED,
+        objstream::metrics::RECOVERIES,
+        objstream::metrics::FENCED,
+        objstream::metrics::READ_CACHE_HITS,
+    ];
+    println!("metrics (headline)");
+    // Series still at zero (most operation × outcome pairs) are left out.
+    let nonzero = |l: &&str| !l.starts_with('#') && !l.ends_with(" 0");
+    for line in rendered.lines().filter(nonzero) {
+        let shown = HEADLINE.iter().any(|name| {
+            line.strip_prefix(name).is_some_and(|rest| {
+                // Quantiles 0.5 and 0.99 of latencies; every series of the counters.
+                let latency = name.ends_with("_seconds");
+                rest.starts_with(['{', ' '])
+                    && (!latency
+                        || rest.contains("quantile=\"0.5\"")
+                        || rest.contains("quantile=\"0.99\""))
+            })
+        });
+        if shown {
+            println!("  {line}");
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args();
     if !args.keep && args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)?;
     }
+    let metrics = if args.metrics.is_some() || args.metrics_file.is_some() {
+        Some(install_metrics(args.metrics.as_deref()).await?)
+    } else {
+        None
+    };
     println!(
         "feedback_loop: {} producers → {} streams at {} events/s for {} s, data in {}",
         args.producers,
@@ -413,6 +525,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let replay = replay_started.elapsed();
     stream.close().await?;
+    // Publishes the read path's numbers (cache hits per tier, read-ahead) as metrics too.
+    let _ = store.read_stats();
     store.shutdown().await?;
 
     let objects_dir = args.dir.join("objects");
@@ -462,6 +576,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes as f64 / object_bytes.max(1) as f64
     );
     println!("  total           {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(handle) = metrics {
+        handle.run_upkeep();
+        let rendered = handle.render();
+        print_headline(&rendered);
+        if let Some(path) = &args.metrics_file {
+            std::fs::write(path, &rendered)?;
+            println!("  all metrics written to {}", path.display());
+        }
+    }
     Ok(())
 }
 
