@@ -372,14 +372,21 @@ impl Wal for BlockWal {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        {
+        let wake = {
             let mut q = self.shared.queue.lock();
             if let Some(err) = &q.failed {
                 return ready(Err(err.clone()));
             }
+            // The sequencer only needs waking when it may be idle and can issue a write: with
+            // appends already waiting, or every write slot busy, a retired write or a trim
+            // wakes it.
+            let wake = q.pending.is_empty() && q.inflight.len() < writer::WRITES_IN_FLIGHT;
             q.pending.push_back(Pending { record, done: tx });
+            wake
+        };
+        if wake {
+            self.shared.wake.notify_all();
         }
-        self.shared.wake.notify_all();
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed_channel())) })
     }
 
