@@ -1,0 +1,118 @@
+//! `verify` against real stores: a clean one passes, a flipped byte anywhere is found.
+
+mod common;
+
+use common::{build, flip, object_files, run, stdout, Built, Wal};
+
+fn verify(built: &Built) -> (Option<i32>, String, serde_json::Value) {
+    let out = run(&["verify", &built.url]);
+    let (json_out, json) = common::run_json(&["verify", "--quiet", &built.url]);
+    assert_eq!(out.status.code(), json_out.status.code());
+    (out.status.code(), stdout(&out), json)
+}
+
+#[test]
+fn a_clean_store_verifies_with_exit_code_0_for_every_wal_backend() {
+    for wal in [Wal::File, Wal::Block, Wal::Object] {
+        let built = build(wal);
+        let (code, text, json) = verify(&built);
+        assert_eq!(code, Some(0), "{wal:?}: {text}");
+        assert!(text.contains("OK: no corruption found"), "{text}");
+        assert_eq!(json["ok"], true);
+        assert_eq!(
+            json["objects"].as_u64().unwrap() as usize,
+            object_files(&built).len()
+        );
+        assert!(json["checkpoints"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn verify_reports_progress_on_stderr_and_nothing_with_quiet() {
+    let built = build(Wal::File);
+    let loud = run(&["verify", &built.url]);
+    assert!(common::stderr(&loud).contains("verify: checking"));
+    let quiet = run(&["verify", "-q", &built.url]);
+    assert!(common::stderr(&quiet).is_empty());
+}
+
+fn manifest_file(built: &Built, folder: &str, seq: u64) -> std::path::PathBuf {
+    built.objects.join(folder).join(format!("{seq:020}"))
+}
+
+#[test]
+fn a_flipped_byte_in_a_manifest_record_is_reported_with_its_key() {
+    let built = build(Wal::File);
+    flip(&manifest_file(&built, "manifest", 2), 30);
+    let (code, text, json) = verify(&built);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("manifest/00000000000000000002"), "{text}");
+    let location = json["problems"][0]["location"].as_str().unwrap();
+    assert!(
+        location.ends_with("manifest/00000000000000000002"),
+        "{location}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_checkpoint_is_reported_with_its_key() {
+    let built = build(Wal::File);
+    let checkpoint = common::files_under(&built.objects.join("manifest-checkpoint")).remove(0);
+    flip(&checkpoint, 40);
+    let (code, text, _) = verify(&built);
+    assert_eq!(code, Some(1), "{text}");
+    let name = checkpoint.file_name().unwrap().to_str().unwrap();
+    assert!(
+        text.contains(&format!("manifest-checkpoint/{name}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_data_block_is_reported_with_object_block_stream_and_offsets() {
+    let built = build(Wal::File);
+    let object = object_files(&built).remove(0);
+    // Inside the first block's body (its 48-byte header comes first).
+    flip(&object, 60);
+    let (code, text, json) = verify(&built);
+    assert_eq!(code, Some(1), "{text}");
+    let problem = &json["problems"][0];
+    let name = object.file_name().unwrap().to_str().unwrap();
+    assert!(
+        problem["location"].as_str().unwrap().ends_with(name),
+        "{problem}"
+    );
+    assert_eq!(problem["block_position"], 0);
+    assert!(
+        problem["stream"].is_u64() && problem["offsets"].is_array(),
+        "{problem}"
+    );
+    assert!(text.contains("block at 0 stream"), "{text}");
+    assert!(text.contains("crc32c mismatch"), "{text}");
+}
+
+#[test]
+fn a_flipped_byte_in_an_object_index_or_footer_is_reported() {
+    // The index ends 48 bytes before the end (its crc is its last 4 bytes); the footer is the
+    // last 48 bytes.
+    for (at, what) in [(-60i64, "index"), (-20, "footer")] {
+        let built = build(Wal::File);
+        let object = object_files(&built).remove(0);
+        flip(&object, at);
+        let (code, text, _) = verify(&built);
+        assert_eq!(code, Some(1), "{what}: {text}");
+        assert!(text.contains(what), "{what}: {text}");
+        let name = object.file_name().unwrap().to_str().unwrap();
+        assert!(text.contains(name), "{text}");
+    }
+}
+
+#[test]
+fn a_missing_object_is_reported() {
+    let built = build(Wal::File);
+    let object = object_files(&built).remove(0);
+    std::fs::remove_file(&object).unwrap();
+    let (code, text, _) = verify(&built);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("not in the store"), "{text}");
+}
