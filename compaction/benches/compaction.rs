@@ -108,7 +108,11 @@ fn event(stream: u64, n: usize) -> RecordBatch {
 }
 
 /// Writes `UPLOADS` stream set objects under `prefix` and commits them, as uploads would.
-async fn populate(objects: &Arc<dyn ObjectStore>, prefix: &Path) -> Vec<(ObjectId, u64)> {
+async fn populate(
+    objects: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    compression: Compression,
+) -> Vec<(ObjectId, u64)> {
     let meta = ObjectStoreMetaStore::open(objects.clone(), prefix.clone(), WriterToken(1), 64)
         .await
         .expect("manifest");
@@ -144,7 +148,7 @@ async fn populate(objects: &Arc<dyn ObjectStore>, prefix: &Path) -> Vec<(ObjectI
     let mut written = Vec::new();
     let mut n = 0;
     for id in ids {
-        let mut builder = ObjectBuilder::new(512 << 10, Compression::Zstd { level: 1 });
+        let mut builder = ObjectBuilder::new(512 << 10, compression);
         let mut ranges = Vec::new();
         for s in &streams {
             let start = ends[s];
@@ -188,8 +192,11 @@ async fn populate(objects: &Arc<dyn ObjectStore>, prefix: &Path) -> Vec<(ObjectI
     written
 }
 
-fn settings() -> CompactorSettings {
+const ZSTD: Compression = Compression::Zstd { level: 1 };
+
+fn settings(compression: Compression) -> CompactorSettings {
     CompactorSettings {
+        compression,
         fanout: UPLOADS,
         max_objects_per_plan: UPLOADS,
         min_object_bytes: 64 << 10,
@@ -233,10 +240,10 @@ fn current_rss() -> u64 {
 /// sizes of the new objects).
 async fn compact_once(objects: &Arc<dyn ObjectStore>) -> (Duration, u64, u64, Vec<u64>) {
     let prefix = unique_prefix("compact");
-    let sources = populate(objects, &prefix).await;
+    let sources = populate(objects, &prefix, ZSTD).await;
     let input: u64 = sources.iter().map(|(_, s)| s).sum();
     let compactor = Compactor::open(
-        settings(),
+        settings(ZSTD),
         CompactorComponents::new(objects.clone(), prefix.clone(), NodeId(1_000)),
     )
     .await
@@ -258,16 +265,27 @@ async fn compact_once(objects: &Arc<dyn ObjectStore>) -> (Duration, u64, u64, Ve
     (elapsed, input, report.bytes_written, sizes)
 }
 
-/// GETs every source object and PUTs objects of `sizes`, one request at a time.
+/// GETs every source object of a fresh population and PUTs objects of `sizes`, one request at
+/// a time.
 async fn raw_once(objects: &Arc<dyn ObjectStore>, sizes: &[u64]) -> (Duration, u64) {
     let prefix = unique_prefix("raw");
-    let sources = populate(objects, &prefix).await;
+    let sources = populate(objects, &prefix, ZSTD).await;
+    raw_of(objects, &prefix, &sources, sizes).await
+}
+
+/// GETs `sources` under `prefix` and PUTs objects of `sizes`, one request at a time.
+async fn raw_of(
+    objects: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    sources: &[(ObjectId, u64)],
+    sizes: &[u64],
+) -> (Duration, u64) {
     let input: u64 = sources.iter().map(|(_, s)| s).sum();
     let started = Instant::now();
     let mut held = Vec::new();
-    for (id, _) in &sources {
+    for (id, _) in sources {
         let bytes = objects
-            .get(&object_path(&prefix, *id))
+            .get(&object_path(prefix, *id))
             .await
             .unwrap()
             .bytes()
@@ -292,6 +310,60 @@ async fn raw_once(objects: &Arc<dyn ObjectStore>, sizes: &[u64]) -> (Duration, u
     (started.elapsed(), input)
 }
 
+/// One measured pass with requests counted and the memory peak, then raw GET+PUT of the same
+/// bytes; returns the printed figures and the sizes of the new objects.
+async fn figures(objects: &Arc<dyn ObjectStore>, compression: Compression) -> (String, Vec<u64>) {
+    let counted = Arc::new(FaultyObjectStore::new(objects.clone()));
+    let as_store: Arc<dyn ObjectStore> = counted.clone();
+    let prefix = unique_prefix("figures");
+    let sources = populate(&as_store, &prefix, compression).await;
+    let input: u64 = sources.iter().map(|(_, s)| s).sum();
+    let compactor = Compactor::open(
+        settings(compression),
+        CompactorComponents::new(as_store.clone(), prefix.clone(), NodeId(1_000)),
+    )
+    .await
+    .unwrap();
+    counted.reset_calls();
+    let rss_before = current_rss();
+    reset_peak_rss();
+    let started = Instant::now();
+    let report = compactor.run_pass().await.unwrap();
+    let elapsed = started.elapsed();
+    let peak = peak_rss().saturating_sub(rss_before);
+    let gets = counted.count(OpKind::Get) + counted.count(OpKind::GetRange);
+    let puts = counted.count(OpKind::Put);
+    let all = counted.calls().len();
+    let meta = ObjectStoreMetaStore::open(as_store.clone(), prefix.clone(), WriterToken(2), 64)
+        .await
+        .unwrap();
+    let after: Vec<u64> = meta
+        .state()
+        .await
+        .unwrap()
+        .objects()
+        .map(|o| o.size)
+        .collect();
+    let raw_prefix = unique_prefix("raw");
+    let raw_sources = populate(objects, &raw_prefix, compression).await;
+    let (raw_elapsed, raw_input) = raw_of(objects, &raw_prefix, &raw_sources, &after).await;
+    let compaction_rate = mib_per_sec(input, elapsed);
+    let raw_rate = mib_per_sec(raw_input, raw_elapsed);
+    let line = format!(
+        "  objects: {UPLOADS} before, {} after; {:.1} MiB in, {:.1} MiB out\n  \
+         requests of the pass: {all} ({gets} GET, {puts} PUT, the rest manifest and LIST); raw: {} requests\n  \
+         throughput: compaction {compaction_rate:.1} MiB/s, raw GET+PUT {raw_rate:.1} MiB/s: {:.0} % of raw\n  \
+         peak memory of the pass: {:.1} MiB above the resident set before it",
+        after.len(),
+        input as f64 / (1 << 20) as f64,
+        report.bytes_written as f64 / (1 << 20) as f64,
+        UPLOADS + after.len(),
+        100.0 * compaction_rate / raw_rate,
+        peak as f64 / (1 << 20) as f64
+    );
+    (line, after)
+}
+
 fn mib_per_sec(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
 }
@@ -305,76 +377,22 @@ fn bench(c: &mut Criterion) {
     let (name, objects, _dir) = backend();
     println!("compaction bench on the {name}");
 
-    // Figures: one measured pass, requests counted, memory peak, then raw in the same run.
-    let (figures, sizes) = rt.block_on(async {
-        let counted = Arc::new(FaultyObjectStore::new(objects.clone()));
-        let as_store: Arc<dyn ObjectStore> = counted.clone();
-        let prefix = unique_prefix("figures");
-        let sources = populate(&as_store, &prefix).await;
-        let input: u64 = sources.iter().map(|(_, s)| s).sum();
-        let compactor = Compactor::open(
-            settings(),
-            CompactorComponents::new(as_store.clone(), prefix.clone(), NodeId(1_000)),
-        )
-        .await
-        .unwrap();
-        counted.reset_calls();
-        let rss_before = current_rss();
-        reset_peak_rss();
-        let started = Instant::now();
-        let report = compactor.run_pass().await.unwrap();
-        let elapsed = started.elapsed();
-        let peak = peak_rss().saturating_sub(rss_before);
-        let gets = counted.count(OpKind::Get) + counted.count(OpKind::GetRange);
-        let puts = counted.count(OpKind::Put);
-        let all = counted.calls().len();
-        let meta = ObjectStoreMetaStore::open(as_store.clone(), prefix, WriterToken(2), 64)
+    let mut sizes = Vec::new();
+    for (label, compression) in [("zstd level 1", ZSTD), ("uncompressed", Compression::None)] {
+        let (line, after) = rt.block_on(figures(&objects, compression));
+        println!("{label}:\n{line}");
+        if compression == ZSTD {
+            sizes = after;
+        }
+    }
+    let input = rt.block_on(async {
+        let prefix = unique_prefix("size");
+        populate(&objects, &prefix, ZSTD)
             .await
-            .unwrap();
-        let after: Vec<u64> = meta
-            .state()
-            .await
-            .unwrap()
-            .objects()
-            .map(|o| o.size)
-            .collect();
-        let (raw_elapsed, raw_input) = raw_once(&objects, &after).await;
-        (
-            (
-                input,
-                report,
-                elapsed,
-                peak,
-                gets,
-                puts,
-                all,
-                after.len(),
-                raw_elapsed,
-                raw_input,
-            ),
-            after,
-        )
+            .iter()
+            .map(|(_, s)| s)
+            .sum::<u64>()
     });
-    let (input, report, elapsed, peak, gets, puts, all, after, raw_elapsed, raw_input) = figures;
-    let compaction_rate = mib_per_sec(input, elapsed);
-    let raw_rate = mib_per_sec(raw_input, raw_elapsed);
-    println!(
-        "objects: {UPLOADS} before, {after} after; {} MiB in, {} MiB out",
-        input >> 20,
-        report.bytes_written >> 20
-    );
-    println!(
-        "requests of the pass: {all} ({gets} GET, {puts} PUT, the rest manifest and LIST); raw GET+PUT: {} requests",
-        UPLOADS + after
-    );
-    println!(
-        "throughput: compaction {compaction_rate:.1} MiB/s, raw GET+PUT {raw_rate:.1} MiB/s: {:.0} % of raw",
-        100.0 * compaction_rate / raw_rate
-    );
-    println!(
-        "peak memory of the pass: {:.1} MiB above the resident set before it",
-        peak as f64 / (1 << 20) as f64
-    );
 
     let mut group = c.benchmark_group("compaction");
     group.sample_size(10);

@@ -18,10 +18,10 @@ use objstream::format::ObjectBuilder;
 use objstream::keys::object_path;
 use objstream::manifest::{ManifestStreamRange, ObjectMeta};
 use objstream::retry::{retry_transient, Backoff};
-use objstream::{Compression, ErrorDetail, ObjectId, Result, StoredBatch, StreamId};
+use objstream::{Compression, ErrorDetail, ObjectId, Offset, Result, StoredBatch, StreamId};
 
 use crate::plan::{Plan, PlannedObject};
-use crate::source::{ObjectAccess, SourceObject};
+use crate::source::ObjectAccess;
 
 /// What writing a plan's outputs did.
 #[derive(Debug, Default)]
@@ -70,14 +70,14 @@ pub(crate) async fn write_outputs(
         ))
         .into());
     }
-    let sources = fetch_sources(access, plan).await?;
+    let (mut decoded, bytes_read) = fetch_sources(access, plan).await?;
     let mut written = Written {
-        bytes_read: sources.values().map(SourceObject::len).sum(),
+        bytes_read,
         ..Written::default()
     };
     let mut built = Vec::new();
     for (output, id) in plan.outputs.iter().zip(ids) {
-        let batches = gather(&sources, output)?;
+        let batches = gather(&mut decoded, output)?;
         if batches.is_empty() {
             continue;
         }
@@ -87,7 +87,6 @@ pub(crate) async fn write_outputs(
             .sum::<u64>();
         built.push((*id, output, batches));
     }
-    drop(sources);
     if !write_if(written.records) {
         return Ok(None);
     }
@@ -102,35 +101,67 @@ pub(crate) async fn write_outputs(
 /// Source objects fetched at once.
 const FETCH_CONCURRENCY: usize = 8;
 
-/// Reads every source object of `plan` whole, several at a time. Their stored bytes are at
-/// most the plan's input bytes, which `max_plan_bytes` bounds.
-async fn fetch_sources(
-    access: &ObjectAccess,
-    plan: &Plan,
-) -> Result<BTreeMap<ObjectId, SourceObject>> {
-    let mut wanted: BTreeMap<ObjectId, u64> = BTreeMap::new();
+/// The batches of each piece of a plan, by (source, stream, range start).
+type Decoded = BTreeMap<(ObjectId, StreamId, Offset), Vec<StoredBatch>>;
+
+/// Reads every source object of `plan` whole, several at a time, and decodes the pieces the
+/// plan copies on a blocking thread while the other reads go on. Returns the batches and the
+/// bytes read. The stored bytes are at most the plan's input bytes, which `max_plan_bytes`
+/// bounds.
+async fn fetch_sources(access: &ObjectAccess, plan: &Plan) -> Result<(Decoded, u64)> {
+    let mut wanted: BTreeMap<ObjectId, (u64, Vec<ManifestStreamRange>)> = BTreeMap::new();
     for piece in plan.outputs.iter().flat_map(|o| &o.pieces) {
-        wanted.insert(piece.source, piece.source_size);
+        let entry = wanted
+            .entry(piece.source)
+            .or_insert_with(|| (piece.source_size, Vec::new()));
+        entry.1.push(piece.range);
     }
-    futures::stream::iter(wanted)
-        .map(|(id, size)| async move { access.whole(id, size).await.map(|o| (id, o)) })
+    let per_source: Vec<(Decoded, u64)> = futures::stream::iter(wanted)
+        .map(|(id, (size, ranges))| async move {
+            let object = access.whole(id, size).await?;
+            let len = object.len();
+            let decoded = tokio::task::spawn_blocking(move || -> Result<Decoded> {
+                let mut out = Decoded::new();
+                for r in ranges {
+                    out.insert(
+                        (id, r.stream, r.start),
+                        object.batches(r.stream, r.start, r.end)?,
+                    );
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| ErrorDetail::Internal(format!("block decoding task: {e}")))??;
+            Ok::<_, objstream::Error>((decoded, len))
+        })
         .buffer_unordered(FETCH_CONCURRENCY)
         .try_collect()
-        .await
+        .await?;
+    let mut all = Decoded::new();
+    let mut read = 0;
+    for (decoded, len) in per_source {
+        all.extend(decoded);
+        read += len;
+    }
+    Ok((all, read))
 }
 
 /// The batches an output copies, with the range each came from, trimmed data dropped.
 fn gather(
-    sources: &BTreeMap<ObjectId, SourceObject>,
+    decoded: &mut Decoded,
     output: &PlannedObject,
 ) -> Result<Vec<(ManifestStreamRange, StoredBatch)>> {
     let mut out = Vec::new();
     for piece in &output.pieces {
-        let source = sources
-            .get(&piece.source)
-            .ok_or_else(|| ErrorDetail::Internal(format!("{} was not fetched", piece.source)))?;
         let r = piece.range;
-        let batches = source.batches(r.stream, r.start, r.end)?;
+        let batches = decoded
+            .remove(&(piece.source, r.stream, r.start))
+            .ok_or_else(|| {
+                ErrorDetail::Internal(format!(
+                    "{} {} at {} was not read",
+                    piece.source, r.stream, r.start
+                ))
+            })?;
         out.extend(
             batches
                 .into_iter()

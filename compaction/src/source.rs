@@ -118,13 +118,13 @@ impl SourceObject {
 
 /// The index entries of `stream` in `[start, end)`; none is corruption: the manifest says the
 /// object holds them.
-fn blocks_of<'i>(
+fn blocks_of(
     id: ObjectId,
-    index: &'i ObjectIndex,
+    index: &ObjectIndex,
     stream: StreamId,
     start: Offset,
     end: Offset,
-) -> Result<&'i [IndexEntry]> {
+) -> Result<&[IndexEntry]> {
     let entries = index.entries_for(stream, start, end);
     if entries.is_empty() {
         return Err(corrupt(
