@@ -32,6 +32,9 @@
 //! ends there, and the open zeroes the bytes from the cut over a window (never into untrimmed
 //! data) so that nothing of the torn write can validate after new writes.
 
+use std::io;
+use std::thread::{Scope, ScopedJoinHandle};
+
 use bytes::Bytes;
 
 use super::device::{AlignedBuf, BlockDevice, BLOCK};
@@ -102,28 +105,57 @@ const READ_CHUNK: u64 = 8 << 20;
 /// Reads the ring a chunk at a time into fresh aligned buffers that records then share
 /// (replayed payloads are slices of the chunk they were read into, never copies). Reads only
 /// move forward within a lap: bytes already read past the new position are moved into the
-/// next chunk, never read twice. A replayed record keeps its chunk alive until it is dropped.
-struct Reader<'a> {
-    dev: &'a dyn BlockDevice,
+/// next chunk, never read twice. While recovery decodes one chunk, a scoped thread reads the
+/// next (read-ahead), so the device and the decoding overlap. A replayed record keeps its chunk
+/// alive until it is dropped.
+struct Reader<'scope, 'env> {
+    dev: &'env dyn BlockDevice,
+    scope: &'scope Scope<'scope, 'env>,
     ring: Ring,
-    chunk: usize,
+    chunk: u64,
+    /// Bytes reserved before a read-ahead chunk for the unread tail of the current one.
+    slack: u64,
+    /// Where reading stops: nothing at or past it is needed.
+    limit: u64,
     data: Bytes,
     start: u64,
     need: u64,
+    ahead: Option<Ahead<'scope>>,
 }
 
-impl<'a> Reader<'a> {
-    fn new(dev: &'a dyn BlockDevice, ring: Ring, max_frame: u64) -> Reader<'a> {
+/// A read of the chunk after the current one, running in its own thread.
+struct Ahead<'scope> {
+    /// The logical position it reads from.
+    at: u64,
+    len: u64,
+    read: ScopedJoinHandle<'scope, io::Result<AlignedBuf>>,
+}
+
+impl<'scope, 'env> Reader<'scope, 'env> {
+    fn new(
+        dev: &'env dyn BlockDevice,
+        scope: &'scope Scope<'scope, 'env>,
+        ring: Ring,
+        max_frame: u64,
+        limit: u64,
+    ) -> Reader<'scope, 'env> {
         let need = align_up(max_frame);
-        let chunk = (2 * need + BLOCK_U64).max(READ_CHUNK).min(ring.size);
         Reader {
             dev,
+            scope,
             ring,
-            chunk: chunk as usize,
+            chunk: (2 * need + BLOCK_U64).max(READ_CHUNK).min(ring.size),
+            slack: need + BLOCK_U64,
+            limit,
             data: Bytes::new(),
             start: 0,
             need,
+            ahead: None,
         }
+    }
+
+    fn failed(&self, offset: u64, e: io::Error) -> WalError {
+        WalError::failed(format!("reading {} at {offset}", self.dev.name()), e)
     }
 
     /// The bytes from `pos` on: at least a largest frame's worth, or up to the ring's end.
@@ -132,26 +164,65 @@ impl<'a> Reader<'a> {
         let held_end = self.start + self.data.len() as u64;
         if pos < self.start || want_end > held_end {
             let start = pos - pos % BLOCK_U64;
-            let end = (start + self.chunk as u64).min(self.ring.lap_end(start));
-            let mut buf = AlignedBuf::for_bulk_reads((end - start) as usize);
             let kept = if self.start <= start && start < held_end {
-                let kept = held_end.min(end) - start;
-                let from = (start - self.start) as usize;
-                buf[..kept as usize].copy_from_slice(&self.data[from..from + kept as usize]);
-                kept
+                held_end - start
             } else {
                 0
             };
-            let offset = self.ring.physical(start + kept);
-            self.dev
-                .read_at(&mut buf[kept as usize..(end - start) as usize], offset)
-                .map_err(|e| {
-                    WalError::failed(format!("reading {} at {offset}", self.dev.name()), e)
-                })?;
+            let ahead = self.ahead.take();
+            let usable = ahead
+                .as_ref()
+                .is_some_and(|a| a.at == held_end && start <= held_end && kept <= self.slack);
+            match ahead {
+                Some(a) if usable => {
+                    let offset = self.ring.physical(a.at);
+                    let mut buf = a
+                        .read
+                        .join()
+                        .map_err(|_| self.failed(offset, io::Error::other("read-ahead panicked")))?
+                        .map_err(|e| self.failed(offset, e))?;
+                    let front = (self.slack - kept) as usize;
+                    let from = (start - self.start) as usize;
+                    buf[front..self.slack as usize]
+                        .copy_from_slice(&self.data[from..from + kept as usize]);
+                    let end = (self.slack + a.len) as usize;
+                    self.data = Bytes::from_owner(buf).slice(front..end);
+                }
+                _ => {
+                    let end = (start + self.chunk).min(self.ring.lap_end(start));
+                    let mut buf = AlignedBuf::for_bulk_reads((end - start) as usize);
+                    if kept > 0 {
+                        let from = (start - self.start) as usize;
+                        buf[..kept as usize]
+                            .copy_from_slice(&self.data[from..from + kept as usize]);
+                    }
+                    let offset = self.ring.physical(start + kept);
+                    self.dev
+                        .read_at(&mut buf[kept as usize..(end - start) as usize], offset)
+                        .map_err(|e| self.failed(offset, e))?;
+                    self.data = Bytes::from_owner(buf);
+                }
+            }
             self.start = start;
-            self.data = Bytes::from_owner(buf);
+            self.read_ahead();
         }
         Ok(&self.data[(pos - self.start) as usize..])
+    }
+
+    /// Starts reading the chunk after the current one, unless recovery cannot need it.
+    fn read_ahead(&mut self) {
+        let at = self.start + self.data.len() as u64;
+        if at >= self.limit {
+            return;
+        }
+        let len = self.chunk.min(self.ring.lap_end(at) - at);
+        let (dev, slack, offset) = (self.dev, self.slack, self.ring.physical(at));
+        let read = self.scope.spawn(move || {
+            let mut buf = AlignedBuf::for_bulk_reads((slack + len) as usize);
+            dev.read_at(&mut buf[slack as usize..], offset)?;
+            Ok(buf)
+        });
+        self.ahead = Some(Ahead { at, len, read });
     }
 
     /// `len` bytes at `pos`, which [`Reader::view`] made available, sharing the chunk.
@@ -181,11 +252,22 @@ pub fn recover(
     max_frame: u64,
     window: u64,
 ) -> WalResult<Recovered> {
-    let mut reader = Reader::new(dev, ring, max_frame);
+    std::thread::scope(|scope| recover_in(scope, dev, ring, trim, max_frame, window))
+}
+
+fn recover_in<'scope, 'env>(
+    scope: &'scope Scope<'scope, 'env>,
+    dev: &'env dyn BlockDevice,
+    ring: Ring,
+    trim: u64,
+    max_frame: u64,
+    window: u64,
+) -> WalResult<Recovered> {
+    let limit = trim + ring.size;
+    let mut reader = Reader::new(dev, scope, ring, max_frame, limit);
     let mut records = Vec::new();
     let mut write_starts = vec![trim];
     let mut pos = trim;
-    let limit = trim + ring.size;
     while pos < limit {
         let view = reader.view(pos)?;
         // A write ends anywhere and the next one starts at the next block boundary, so the
