@@ -146,12 +146,13 @@ fn a_higher_node_epoch_takes_over_and_fences_the_previous_writer() {
     let a = old.next_position();
     let new = BlockWal::open_device(Arc::new(dev.clone()), 2, 5, options()).unwrap();
     assert_eq!(payloads(&new), vec![payload(0, 100)]);
-    // The old writer notices at its next header write and never succeeds again.
-    let err = block_on(old.trim(a)).unwrap_err();
+    // The old writer's next write is checked against the header before it is acknowledged:
+    // it fails, and nothing succeeds again.
+    let err = block_on(old.append(payload(1, 1))).unwrap_err();
     assert_eq!(err.kind(), WalErrorKind::Fenced);
     assert!(err.to_string().contains("node 2"), "{err}");
     assert_eq!(
-        block_on(old.append(payload(1, 1))).unwrap_err().kind(),
+        block_on(old.trim(a)).unwrap_err().kind(),
         WalErrorKind::Fenced
     );
     // The new owner keeps working.

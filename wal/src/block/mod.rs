@@ -83,7 +83,8 @@
 //!    position of the oldest of them, so recovery looks that far past a torn write.
 //!
 //! The options that size writes (`max_record_bytes`, `max_batch_bytes`) must not shrink between
-//! opens of one device: recovery uses them to bound how far it looks past a torn tail.
+//! opens of one device: recovery uses them, with the four writes in flight, to bound how far it
+//! looks past a torn tail.
 
 mod crashing;
 mod device;

@@ -31,6 +31,15 @@
 //! corruption, reported with the device and offset. Otherwise the cut is a torn tail: the log
 //! ends there, and the open zeroes the bytes from the cut over a window (never into untrimmed
 //! data) so that nothing of the torn write can validate after new writes.
+//!
+//! The window covers every write that may have been in flight with the torn one (the writer
+//! keeps up to four; their frames' batch starts point back to the oldest, so they read as a
+//! torn tail, not as corruption), and the zeroing covers them too.
+//!
+//! Recovery reads 8 MiB chunks, the next one in a scoped thread while the current one is
+//! decoded. Replayed payloads are slices of those chunks, not copies: memory held by a replay
+//! is the replayed bytes plus at most one largest write per chunk, until the records are
+//! dropped.
 
 use std::io;
 use std::thread::{Scope, ScopedJoinHandle};
