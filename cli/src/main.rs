@@ -132,10 +132,21 @@ impl From<objstream_wal::WalError> for Failure {
     }
 }
 
+/// Lets a closed pipe (`objstream wal file DIR | head`) end the process quietly, as it ends
+/// other command-line tools, instead of failing a print.
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any other thread exists; setting a signal's
+    // disposition to its default has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The result of a command.
 pub type CmdResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -39,6 +39,9 @@ struct HistoryView {
 /// Prints records `from..` (at most `limit`) of the manifest.
 pub async fn history(store: &Store, from: u64, limit: Option<u64>, json: bool) -> CmdResult {
     let listing = manifest_log::list(store).await?;
+    if listing.records.is_empty() && listing.checkpoints.is_empty() {
+        return Err(manifest_log::no_manifest(store));
+    }
     let chosen = listing
         .records
         .iter()

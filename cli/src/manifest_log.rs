@@ -109,7 +109,19 @@ pub async fn current_state(store: &Store) -> Result<Arc<ManifestState>, Failure>
         0,
     )
     .await?;
-    Ok(meta.state().await?)
+    let state = meta.state().await?;
+    if state.seq() == 0 {
+        return Err(no_manifest(store));
+    }
+    Ok(state)
+}
+
+/// The failure of a command pointed at a prefix that holds no manifest.
+pub fn no_manifest(store: &Store) -> Failure {
+    Failure::Failed(format!(
+        "no manifest under `{}`: is the URL right (it names the store's prefix)?",
+        store.prefix
+    ))
 }
 
 #[cfg(test)]

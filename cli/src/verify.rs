@@ -85,10 +85,7 @@ pub async fn run(store: &Store, quiet: bool, json: bool) -> CmdResult {
     let mut progress = Progress::new(quiet);
     let listing = manifest_log::list(store).await?;
     if listing.records.is_empty() && listing.checkpoints.is_empty() {
-        return Err(Failure::Failed(format!(
-            "no manifest under `{}`: is the URL right?",
-            store.prefix
-        )));
+        return Err(manifest_log::no_manifest(store));
     }
     let mut summary = Summary {
         records: listing.records.len(),

@@ -56,7 +56,9 @@ fn missing_files_and_stores_fail_with_code_1() {
     let empty = dir.path().to_str().unwrap();
     assert_clean_failure(&run(&["wal", "file", empty]), 1, "no file WAL segments");
     let url = format!("file://{empty}");
-    assert_clean_failure(&run(&["verify", &url]), 1, "no manifest");
+    for command in ["verify", "streams", "manifest", "nodes", "stats"] {
+        assert_clean_failure(&run(&[command, &url]), 1, "no manifest");
+    }
     assert_clean_failure(&run(&["object", &url, "42"]), 1, "object 42 not found");
 }
 
