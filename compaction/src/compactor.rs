@@ -27,7 +27,7 @@
 //! A crash anywhere leaves the manifest valid: before the commit, the new objects are orphans;
 //! after it, the old ones are unreferenced. Both are collected after the grace period.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ use std::time::Duration;
 use object_store::path::Path;
 use object_store::ObjectStore;
 use objstream::manifest::{Change, MetaStore, ObjectStoreMetaStore, Outcome, WriterToken};
-use objstream::{Epoch, Error, ErrorDetail, ErrorKind, NodeId, ObjectId, Result};
+use objstream::{Epoch, Error, ErrorDetail, ErrorKind, NodeId, ObjectId, Offset, Result, StreamId};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -175,7 +175,9 @@ struct PassState {
     collector: Collector,
     ages: Ages,
     /// Objects whose rewrite would drop nothing (a trim inside their first batch).
-    barren: BTreeSet<ObjectId>,
+    /// With the start offsets of their streams when found: a trim that moves one of them may
+    /// make the rewrite worth it again.
+    barren: BTreeMap<ObjectId, Vec<(StreamId, Offset)>>,
     ids: std::ops::Range<u64>,
 }
 
@@ -334,7 +336,12 @@ impl Compactor {
         let state = inner.meta.refresh().await?;
         self.check_epoch(state.compactor_epoch())?;
         pass.ages.retain_in(&state);
-        pass.barren.retain(|id| state.object(*id).is_some());
+        pass.barren.retain(|id, starts| {
+            state.object(*id).is_some()
+                && starts
+                    .iter()
+                    .all(|(s, start)| state.stream(*s).is_some_and(|m| m.start == *start))
+        });
         // Retention.
         let wanted = trims(
             &state,
@@ -365,7 +372,8 @@ impl Compactor {
         'planning: loop {
             let state = inner.meta.state().await?;
             self.check_epoch(state.compactor_epoch())?;
-            let plans = plan(&state, &inner.settings, &pass.barren);
+            let barren: BTreeSet<ObjectId> = pass.barren.keys().copied().collect();
+            let plans = plan(&state, &inner.settings, &barren);
             report.deferred = 0;
             for p in plans {
                 if p.input_bytes > budget {
@@ -437,7 +445,16 @@ impl Compactor {
         };
         let Some(written) = write_outputs(&inner.access, options, p, &ids, drops_something).await?
         else {
-            pass.barren.extend(p.removed.iter().copied());
+            let state = inner.meta.state().await?;
+            for id in &p.removed {
+                let starts = state.object(*id).map_or_else(Vec::new, |o| {
+                    o.ranges
+                        .iter()
+                        .filter_map(|r| state.stream(r.stream).map(|m| (r.stream, m.start)))
+                        .collect()
+                });
+                pass.barren.insert(*id, starts);
+            }
             return Ok(());
         };
         let added_ids: Vec<ObjectId> = written.objects.iter().map(|o| o.id).collect();

@@ -92,7 +92,8 @@ pub struct Plan {
     pub input_bytes: u64,
 }
 
-/// The plans for `state`, leaving the objects in `skip` alone. Plans are disjoint and each
+/// The plans for `state`, leaving the objects in `skip` alone unless they hold nothing live.
+/// Plans are disjoint and each
 /// holds at most `max_objects_per_plan` removed objects and `max_plan_bytes` input bytes.
 pub fn plan(
     state: &ManifestState,
@@ -102,10 +103,12 @@ pub fn plan(
     let mut planner = Planner {
         state,
         settings,
-        taken: skip.clone(),
+        taken: BTreeSet::new(),
         plans: Vec::new(),
     };
+    // Objects to skip are still removed once they hold nothing live.
     planner.dead();
+    planner.taken.extend(skip.iter().copied());
     planner.stream_sets();
     planner.stream_objects();
     planner.trimmed();

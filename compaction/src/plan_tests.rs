@@ -223,9 +223,18 @@ fn a_mostly_trimmed_object_is_rewritten_keeping_the_live_part() {
     assert_eq!(plans[0].kind, PlanKind::DropTrimmed);
     assert_eq!(plans[0].removed, vec![id]);
     assert_eq!(plans[0].outputs[0].pieces[0].keep_from, Offset(70));
-    // Objects to skip are left alone.
+    // Objects to skip are left alone, until they hold nothing live.
     let skip: BTreeSet<ObjectId> = [id].into_iter().collect();
     assert!(plan(&f.state, &f.settings, &skip).is_empty());
+    f.state
+        .apply(&Change::DeleteStream {
+            stream: StreamId(0),
+            epoch: Epoch(1),
+        })
+        .unwrap();
+    let plans = plan(&f.state, &f.settings, &skip);
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].kind, PlanKind::DeleteDead);
 }
 
 #[test]

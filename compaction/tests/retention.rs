@@ -53,7 +53,9 @@ async fn a_stream_over_its_size_limit_is_trimmed_keeping_at_least_the_limit() {
     for (id, ..) in state.objects_covering(limited, Offset(0), s.end) {
         let o = state.object(id).unwrap();
         assert!(
-            o.ranges.iter().all(|r| r.stream != limited || r.end > s.start),
+            o.ranges
+                .iter()
+                .all(|r| r.stream != limited || r.end > s.start),
             "{id} still holds trimmed data"
         );
     }
@@ -89,7 +91,10 @@ async fn a_stream_is_trimmed_past_the_parts_older_than_its_age_limit() {
     let report = compactor.run_pass().await.unwrap();
     assert_eq!(report.trimmed_streams, 1, "{report:?}");
     let state = cluster.state().await;
-    assert_eq!(state.stream(s).unwrap().start, Offset(recent_start.get() - 3));
+    assert_eq!(
+        state.stream(s).unwrap().start,
+        Offset(recent_start.get() - 3)
+    );
     cluster.check_contents(&state).await;
     // A second pass finds nothing more to trim, and reads no part twice for it.
     let report = compactor.run_pass().await.unwrap();
