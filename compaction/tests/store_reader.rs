@@ -146,3 +146,70 @@ async fn a_reader_that_started_before_a_compaction_finishes_after_it() {
     check(&all, 0);
     fresh.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_uploads_and_tail_reads_go_on_while_a_compaction_is_stuck_reading() {
+    use objstream::testing::{CallFilter, FaultyObjectStore, OpKind};
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(FaultyObjectStore::new(Arc::new(
+        object_store::memory::InMemory::new(),
+    )));
+    let objects: Arc<dyn ObjectStore> = faulty.clone();
+    let prefix = "cluster";
+    let store = Store::open(
+        node_settings(dir.path(), 1),
+        Components::new(objects.clone(), prefix),
+    )
+    .await
+    .unwrap();
+    let s = store.create_stream().await.unwrap();
+    let mut n = 0u64;
+    for _ in 0..12 {
+        for _ in 0..5 {
+            s.append(batch(n)).await.unwrap();
+            n += 1;
+        }
+        store.flush().await.unwrap();
+    }
+    let compactor = Compactor::open(
+        CompactorSettings {
+            min_object_bytes: 4 << 10,
+            fanout: 3,
+            ..CompactorSettings::default()
+        },
+        CompactorComponents::new(objects.clone(), prefix, NodeId(1_000)),
+    )
+    .await
+    .unwrap();
+    // Hold every object read of the compactor: its pass stops in the middle of a plan.
+    let gate = faulty.gate_matching(CallFilter {
+        op: Some(OpKind::GetRange),
+        prefix: Some(format!("{prefix}/objects/")),
+    });
+    let pass = {
+        let compactor = compactor.clone();
+        tokio::spawn(async move { compactor.run_pass().await })
+    };
+    gate.wait_for_arrival().await;
+    // Appends are acknowledged, uploaded and committed, and the tail reads them back.
+    for _ in 0..3 {
+        let appended = s.append(batch(n)).await.unwrap();
+        n += 1;
+        store.flush().await.unwrap();
+        let tail = s
+            .fetch(appended.base_offset, appended.next_offset, 1 << 10)
+            .await
+            .unwrap();
+        assert_eq!(tail[0].batch, batch(n - 1));
+    }
+    assert!(!pass.is_finished(), "the pass is still held");
+    gate.open();
+    let report = pass.await.unwrap().unwrap();
+    assert!(!report.committed.is_empty(), "{report:?}");
+    // The store's next commit lands after the compactor's, and everything reads back.
+    s.append(batch(n)).await.unwrap();
+    store.flush().await.unwrap();
+    let all = read_range(&s, Offset(0), s.confirmed_offset().unwrap()).await;
+    check(&all, 0);
+    store.shutdown().await.unwrap();
+}
