@@ -332,3 +332,108 @@ fn a_takeover_counts_its_recovery_and_fences_the_old_owner() {
         batches
     );
 }
+
+#[test]
+fn the_metered_store_counts_each_operation_with_its_outcome_and_bytes() {
+    use futures::StreamExt;
+    use object_store::{ObjectStoreExt, PutMode};
+    let seen = with_recorder(|| async {
+        let metered =
+            objstream::MeteredObjectStore::new(Arc::new(object_store::memory::InMemory::new()));
+        let key = Path::from("a/b");
+        metered.put(&key, vec![7u8; 100].into()).await.unwrap();
+        let err = metered
+            .put_opts(&key, vec![1u8; 5].into(), PutMode::Create.into())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, object_store::Error::AlreadyExists { .. }));
+        assert_eq!(metered.get_range(&key, 10..30).await.unwrap().len(), 20);
+        metered.get(&key).await.unwrap().bytes().await.unwrap();
+        metered.head(&key).await.unwrap();
+        assert!(metered.get(&Path::from("a/missing")).await.is_err());
+        let listed: Vec<_> = metered.list(Some(&Path::from("a"))).collect().await;
+        assert_eq!(listed.len(), 1);
+        metered.delete(&key).await.unwrap();
+    });
+    let requests = |op: &str, outcome: &str| {
+        seen.counter(
+            m::OBJECT_STORE_REQUESTS,
+            &[("op", op), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(requests("put", "ok"), 1);
+    assert_eq!(requests("put", "already_exists"), 1);
+    assert_eq!(requests("get_range", "ok"), 1);
+    assert_eq!(requests("get", "ok"), 1);
+    assert_eq!(requests("get", "not_found"), 1);
+    assert_eq!(requests("head", "ok"), 1);
+    assert_eq!(requests("list", "ok"), 1);
+    assert_eq!(requests("delete", "ok"), 1);
+    assert_eq!(seen.counter(m::OBJECT_STORE_REQUESTS, &[]), 8);
+    assert_eq!(
+        seen.samples(m::OBJECT_STORE_REQUEST_DURATION, &[("op", "put")]),
+        2
+    );
+    assert_eq!(seen.counter(m::OBJECT_STORE_SENT_BYTES, &[]), 100);
+    assert_eq!(seen.counter(m::OBJECT_STORE_RECEIVED_BYTES, &[]), 120);
+}
+
+/// Names of the spans opened while a test runs, seen through a layer of its own.
+#[derive(Clone, Default)]
+struct SpanNames(Arc<parking_lot::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.lock().push(attrs.metadata().name().to_string());
+    }
+}
+
+#[test]
+fn appends_uploads_commits_fetches_and_recoveries_open_their_spans() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let names = SpanNames::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .with(names.clone());
+    let _ = tracing::subscriber::with_default(subscriber, || {
+        with_recorder(|| async {
+            let objects: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+            let wal = WalSettings::object(None);
+            let components = || Components::new(objects.clone(), "spans");
+            let old = Store::open(settings(1, wal.clone()), components())
+                .await
+                .unwrap();
+            let stream = old.create_stream().await.unwrap();
+            stream.append(batch(0)).await.unwrap();
+            old.flush().await.unwrap();
+            stream.fetch(Offset(0), Offset(1), 1 << 20).await.unwrap();
+            stream.append(batch(1)).await.unwrap();
+            let new = Store::open(settings(2, wal.clone()), components())
+                .await
+                .unwrap();
+            new.recover_node_from(NodeId(1), &wal).await.unwrap();
+            new.shutdown().await.unwrap();
+        })
+    });
+    let names = names.0.lock().clone();
+    for span in [
+        "append",
+        "upload",
+        "commit",
+        "manifest_commit",
+        "fetch",
+        "restart_recovery",
+        "recover_node",
+    ] {
+        assert!(
+            names.iter().any(|n| n == span),
+            "no {span} span in {names:?}"
+        );
+    }
+    assert_eq!(names.iter().filter(|n| *n == "append").count(), 2);
+}
