@@ -48,10 +48,12 @@ pub async fn history(store: &Store, from: u64, limit: Option<u64>, json: bool) -
         .copied()
         .filter(|&seq| seq >= from)
         .take(limit.map_or(usize::MAX, |l| l.try_into().unwrap_or(usize::MAX)));
+    let chosen: Vec<u64> = chosen.collect();
+    let keys = chosen.iter().map(|&seq| record_key(&store.prefix, seq));
+    let read = manifest_log::get_all(store, keys.collect()).await?;
     let mut records = Vec::new();
     let mut bad = false;
-    for seq in chosen {
-        let key = record_key(&store.prefix, seq);
+    for (&seq, (key, bytes)) in chosen.iter().zip(read) {
         let mut view = RecordView {
             seq,
             key: key.to_string(),
@@ -60,7 +62,7 @@ pub async fn history(store: &Store, from: u64, limit: Option<u64>, json: bool) -
             change: None,
             error: None,
         };
-        match manifest_log::get(store, &key).await? {
+        match bytes {
             None => view.error = Some("listed, but gone when read".into()),
             Some(bytes) => match decode_record(key.as_ref(), seq, &bytes) {
                 Ok(record) => {

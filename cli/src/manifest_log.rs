@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use objstream::manifest::{ManifestState, MetaStore, ObjectStoreMetaStore, WriterToken};
@@ -98,6 +98,22 @@ pub async fn get(store: &Store, key: &Path) -> Result<Option<Bytes>, Failure> {
         .await
         .map(Some)
         .map_err(|e| Failure::Failed(format!("reading {key}: {e}")))
+}
+
+/// Manifest objects read at once.
+const PARALLEL_READS: usize = 16;
+
+/// Reads the objects at `keys` (in order, several at a time): each one's bytes, or `None` when
+/// it is gone.
+pub async fn get_all(
+    store: &Store,
+    keys: Vec<Path>,
+) -> Result<Vec<(Path, Option<Bytes>)>, Failure> {
+    futures::stream::iter(keys)
+        .map(|key| async move { get(store, &key).await.map(|bytes| (key, bytes)) })
+        .buffered(PARALLEL_READS)
+        .try_collect()
+        .await
 }
 
 /// The manifest's current state, loaded as a store opening the prefix would load it.

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use objstream::keys::object_path;
+use objstream::keys::{object_path, parse_object_path};
 use objstream::manifest::{decode_checkpoint, decode_record, ManifestState, ObjectMeta, Record};
 use serde::Serialize;
 use serde_json::Value;
@@ -105,13 +105,16 @@ pub async fn run(store: &Store, quiet: bool, json: bool) -> CmdResult {
     ));
 
     let mut records: BTreeMap<u64, Option<Record>> = BTreeMap::new();
-    for &seq in &listing.records {
-        let key = record_key(&store.prefix, seq);
-        let decoded = match manifest_log::get(store, &key).await? {
-            None => continue,
-            Some(bytes) => decode_record(key.as_ref(), seq, &bytes),
+    let keys = listing
+        .records
+        .iter()
+        .map(|&seq| record_key(&store.prefix, seq));
+    let read = manifest_log::get_all(store, keys.collect()).await?;
+    for (&seq, (key, bytes)) in listing.records.iter().zip(read) {
+        let Some(bytes) = bytes else {
+            continue;
         };
-        match decoded {
+        match decode_record(key.as_ref(), seq, &bytes) {
             Ok(record) => {
                 records.insert(seq, Some(record));
             }
@@ -120,12 +123,15 @@ pub async fn run(store: &Store, quiet: bool, json: bool) -> CmdResult {
                 records.insert(seq, None);
             }
         }
-        progress.tick(format!("manifest record {seq}"));
     }
     let mut checkpoints: BTreeMap<u64, ManifestState> = BTreeMap::new();
-    for &seq in &listing.checkpoints {
-        let key = checkpoint_key(&store.prefix, seq);
-        let Some(bytes) = manifest_log::get(store, &key).await? else {
+    let keys = listing
+        .checkpoints
+        .iter()
+        .map(|&seq| checkpoint_key(&store.prefix, seq));
+    let read = manifest_log::get_all(store, keys.collect()).await?;
+    for (&seq, (key, bytes)) in listing.checkpoints.iter().zip(read) {
+        let Some(bytes) = bytes else {
             continue;
         };
         match decode_checkpoint(key.as_ref(), seq, &bytes) {
@@ -137,6 +143,13 @@ pub async fn run(store: &Store, quiet: bool, json: bool) -> CmdResult {
     }
     check_gaps(store, &listing.records, &checkpoints, &mut summary);
     let state = replay(store, &records, &checkpoints, &mut summary);
+    if let Err(what) = state.check_invariants() {
+        summary.problems.push(Problem::at(
+            record_key(&store.prefix, summary.replayed_to),
+            format!("the state as of this record is inconsistent: {what}"),
+        ));
+    }
+    unreferenced_objects(store, &state, &mut summary).await?;
 
     let objects: Vec<ObjectMeta> = state.objects().cloned().collect();
     progress.say(format!(
@@ -177,6 +190,35 @@ pub async fn run(store: &Store, quiet: bool, json: bool) -> CmdResult {
     } else {
         Err(Failure::Reported)
     }
+}
+
+/// Warns about data objects in the store that the manifest does not reference: replaced ones
+/// waiting out the grace period before deletion, or ones whose upload never committed.
+async fn unreferenced_objects(
+    store: &Store,
+    state: &ManifestState,
+    summary: &mut Summary,
+) -> Result<(), Failure> {
+    use futures::TryStreamExt;
+    let dir = crate::location::key(&store.prefix, &["objects"]);
+    let listed: Vec<object_store::ObjectMeta> = store
+        .objects
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| Failure::Failed(format!("listing {dir}: {e}")))?;
+    let unreferenced = listed
+        .iter()
+        .filter_map(|m| parse_object_path(&m.location))
+        .filter(|id| state.object(*id).is_none())
+        .count();
+    if unreferenced > 0 {
+        summary.warnings.push(format!(
+            "{unreferenced} data objects are not in the manifest (replaced ones waiting for \
+             deletion, or uploads that never committed)"
+        ));
+    }
+    Ok(())
 }
 
 /// Reports records missing between the first and the last, unless a checkpoint past the gap

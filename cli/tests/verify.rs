@@ -116,3 +116,18 @@ fn a_missing_object_is_reported() {
     assert_eq!(code, Some(1));
     assert!(text.contains("not in the store"), "{text}");
 }
+
+#[test]
+fn an_object_the_manifest_does_not_reference_is_a_warning_not_a_failure() {
+    let built = build(Wal::File);
+    let object = object_files(&built).remove(0);
+    let stray = object.with_file_name(format!("{:020}", 999_999));
+    std::fs::copy(&object, stray).unwrap();
+    let (code, text, json) = verify(&built);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("1 data objects are not in the manifest"),
+        "{text}"
+    );
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 1);
+}

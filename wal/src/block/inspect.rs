@@ -10,7 +10,8 @@
 //! - found: the bytes at the cut had been durable and were damaged since. The scan records a
 //!   [`RingEntry::Damaged`] and goes on from that frame, so that one bad frame does not hide the
 //!   records after it.
-//! - not found: the cut is the end of the log (a clean end, or a torn last write).
+//! - not found within [`LOOK_PAST`] bytes: the cut is the end of the log (a clean end, or a
+//!   torn last write).
 //!
 //! The ring is read in chunks of [`READ_CHUNK`] bytes; the scan holds one chunk (or one frame,
 //! when a frame is larger) at a time. A device that a writer is using may change under the scan:
@@ -33,6 +34,12 @@ pub const READ_CHUNK: usize = 8 << 20;
 
 /// The largest frame the scan reads whole; a header claiming more is reported as damage.
 const MAX_SCAN_FRAME: u64 = 256 << 20;
+
+/// How far past a bad place the scan looks for a frame of a later write batch. Recovery looks
+/// as far as the writes that can be in flight at once (four writes of up to `max_batch_bytes`
+/// each, a few MiB with the defaults); this covers that with any write size a store uses,
+/// without reading a whole large device after a torn tail.
+pub const LOOK_PAST: u64 = 256 << 20;
 
 const BLOCK_U64: u64 = BLOCK as u64;
 
@@ -293,10 +300,11 @@ impl Scan<'_> {
     }
 
     /// The position of the first frame after `bad`, valid at its place, whose write batch
-    /// starts after `bad`, up to the end of the scan.
+    /// starts after `bad`, at most [`LOOK_PAST`] bytes on and within the scan.
     fn later_batch(&mut self, bad: u64) -> WalResult<Option<u64>> {
         let mut q = bad + frame::ALIGN as u64;
-        while q < self.limit {
+        let end = self.limit.min(bad.saturating_add(LOOK_PAST));
+        while q < end {
             let head = self.reader.view(q, frame::HEADER_LEN as u64)?;
             let candidate = RawHeader::read(head).is_some_and(|h| {
                 h.magic == FRAME_MAGIC
