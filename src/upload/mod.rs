@@ -259,6 +259,12 @@ async fn take_ids(store: &StoreInner, ids: &mut IdPool, count: u64) -> Result<u6
     Ok(first)
 }
 
+#[tracing::instrument(
+    level = "debug",
+    name = "put_object",
+    skip(objects, prefix, bytes),
+    fields(object = %id, bytes = bytes.len())
+)]
 pub(crate) async fn put_object(
     objects: &Arc<dyn ObjectStore>,
     prefix: &Path,
