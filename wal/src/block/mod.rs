@@ -271,9 +271,10 @@ impl BlockWal {
         };
         header::write_both_slots(&*dev, &mine, &mut block)?;
 
-        // Writes after a torn one may have landed: up to WRITES_IN_FLIGHT of them, each with a
-        // padding marker of its own.
-        let in_flight = writer::WRITES_IN_FLIGHT as u64 * (max_write + BLOCK as u64);
+        // The torn write and the ones issued with it may reach this far past the cut: up to
+        // WRITES_IN_FLIGHT writes, each zero-padded to a block, and once among them the space
+        // skipped at the ring's end (less than one write).
+        let in_flight = writer::WRITES_IN_FLIGHT as u64 * (max_write + BLOCK as u64) + max_write;
         let window = (in_flight + max_write + BLOCK as u64).min(ring.size);
         let recovered = ring::recover(&*dev, ring, mine.trim, max_frame, window)?;
         let mut zero_buf = AlignedBuf::new(max_write.min(1 << 20) as usize);
