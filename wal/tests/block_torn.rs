@@ -6,6 +6,7 @@
 #[path = "common/loopdev.rs"]
 mod loopdev;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -159,4 +160,93 @@ fn a_write_that_completed_before_the_crash_may_survive_unacknowledged() {
         assert_eq!(got[0], payload(0, 10));
         assert!(got.len() <= 2);
     }
+}
+
+/// A memory device whose write number `tear` (none until set) keeps only its first block and
+/// fails, after a pause during which the writes issued behind it land.
+#[derive(Debug)]
+struct TearOne {
+    inner: MemDevice,
+    writes: AtomicU64,
+    tear: AtomicU64,
+    landed_after: AtomicU64,
+}
+
+impl BlockDevice for TearOne {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        let tear = self.tear.load(Ordering::SeqCst);
+        if n == tear {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.inner.write_at(&buf[..4096], offset)?;
+            return Err(std::io::Error::other("torn"));
+        }
+        if n > tear {
+            self.landed_after.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.write_at(buf, offset)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
+
+#[test]
+fn a_torn_write_whose_successors_landed_is_a_torn_tail_and_nothing_after_it_comes_back() {
+    let mem = MemDevice::new(DEVICE_BYTES);
+    let dev = Arc::new(TearOne {
+        inner: mem.clone(),
+        writes: AtomicU64::new(0),
+        tear: AtomicU64::new(u64::MAX),
+        landed_after: AtomicU64::new(0),
+    });
+    let wal = BlockWal::open_device(dev.clone(), 1, 1, options()).unwrap();
+    let acked: Vec<Bytes> = (0..5).map(|i| payload(i, 700)).collect();
+    for p in &acked {
+        block_on(wal.append(p.clone())).unwrap();
+    }
+    // The next write (holding a 12 KiB record) tears; the writes issued while it hangs land.
+    dev.tear
+        .store(dev.writes.load(Ordering::SeqCst), Ordering::SeqCst);
+    let futures: Vec<_> = (10..200)
+        .map(|i| wal.append(payload(i, 12 << 10)))
+        .collect();
+    for f in futures {
+        assert!(
+            block_on(f).is_err(),
+            "an append after the torn write succeeded"
+        );
+    }
+    assert!(
+        dev.landed_after.load(Ordering::SeqCst) > 0,
+        "no write landed behind the torn one"
+    );
+    drop(wal);
+    let reopened: Arc<dyn BlockDevice> = Arc::new(mem.clone());
+    let wal = open(&reopened);
+    assert!(
+        replayed(&wal) == acked,
+        "the replay is not the acknowledged records"
+    );
+    block_on(wal.append(payload(300, 100))).unwrap();
+    drop(wal);
+    let mut expected = acked.clone();
+    expected.push(payload(300, 100));
+    assert!(
+        replayed(&open(&reopened)) == expected,
+        "records behind the torn write came back"
+    );
 }
