@@ -20,9 +20,11 @@
 //! (the index cache).
 
 mod block;
+mod inflight;
 mod limiter;
 mod lru;
 mod objects;
+mod prefetch;
 mod read_ahead;
 mod stats;
 
@@ -111,7 +113,7 @@ pub(crate) async fn fetch(
         pos = reached;
         inner
             .reader
-            .after_read(stream, from, reached, &covering, objects_end)
+            .after_read(stream, from, reached, &covering, objects_end, priority)
             .await;
     }
     Ok(out)

@@ -17,14 +17,19 @@
 //! across an await: the index cache, the read-ahead state and the limiter are locked only for
 //! map operations, and the block cache's own locks are foyer's.
 //!
-//! Memory: a block sliced out of a merged GET gets its own buffer when it is stored
-//! uncompressed, so that evicting one block frees its bytes instead of pinning the whole range.
+//! Memory: an uncompressed block is a slice of the buffer its GET returned, not a copy (a copy
+//! of every byte read, and the page faults of fresh buffers, more than doubled the CPU a
+//! catch-up costs). A GET's buffer is freed when the last of its blocks leaves the cache; the
+//! blocks of one GET enter together, at one priority, and a sequential reader uses them in
+//! order, so they leave close together. The cache's weight counts each block's own bytes, so
+//! the memory held can exceed it by about one GET per reader (at most `MAX_MERGED_GET`, or half
+//! an object read whole).
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::{BoxFuture, FutureExt};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore};
 use objstream_cache::{
@@ -35,9 +40,10 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use super::block::DecodedBlock;
+use super::inflight::{InFlight, SharedGet};
 use super::limiter::{Limiter, ReadPriority};
 use super::lru::Lru;
-use super::read_ahead::{Outcome, Plan, ReadAhead};
+use super::read_ahead::{Outcome, ReadAhead};
 use super::stats::{Counters, ReadStats};
 use crate::error::{Error, Result};
 use crate::format::{self, IndexEntry, ObjectIndex, TailDecode, BLOCK_HEADER_LEN, INDEX_ENTRY_LEN};
@@ -49,10 +55,12 @@ use crate::types::{ObjectId, Offset, StoredBatch, StreamId};
 /// The largest range GET that adjacent blocks are merged into. Large: the `read_path` bench
 /// found a few large reads in flight beat many small ones (and requests are billed).
 pub(crate) const MAX_MERGED_GET: u64 = 32 << 20;
-/// Read-ahead looks at most this many objects ahead of a reader.
-const READ_AHEAD_OBJECTS: usize = 64;
+/// Read-ahead GETs sent at once, across readers. Two large GETs in flight saturated the S3
+/// test server (see the `read_path` bench); more only share its bandwidth, so the bytes a
+/// reader needs next arrive later.
+const READ_AHEAD_GETS: usize = 2;
 /// The in-flight read-ahead budget is counted in units of this many bytes.
-const PERMIT_BYTES: u64 = 64 << 10;
+pub(crate) const PERMIT_BYTES: u64 = 64 << 10;
 
 /// The block cache as the read path sees it.
 pub(crate) type Blocks = Arc<dyn BlockCache<DecodedBlock, Error>>;
@@ -60,26 +68,29 @@ pub(crate) type Blocks = Arc<dyn BlockCache<DecodedBlock, Error>>;
 /// One object part that covers a stream range: (object, object size, first offset, end offset).
 pub(crate) type Part = (ObjectId, u64, Offset, Offset);
 
-type SharedGet = Shared<BoxFuture<'static, Result<Bytes>>>;
-
 /// Reads batches from objects. Cheap to clone: every clone shares the caches.
 #[derive(Clone)]
 pub(crate) struct ObjectReader {
-    shared: Arc<Inner>,
+    pub(super) shared: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     objects: Arc<dyn ObjectStore>,
     prefix: Path,
     indexes: Mutex<Lru<ObjectId, Arc<ObjectIndex>>>,
-    blocks: Blocks,
+    pub(super) blocks: Blocks,
     /// True when the store opened the block cache (and so closes it at shutdown).
     owns_blocks: bool,
     limiter: Limiter,
-    read_ahead: Arc<ReadAhead>,
-    read_ahead_permits: Arc<Semaphore>,
-    read_ahead_units: u32,
-    counters: Arc<Counters>,
+    pub(super) read_ahead: Arc<ReadAhead>,
+    /// The in-flight read-ahead budget, in units of `PERMIT_BYTES`.
+    pub(super) read_ahead_permits: Arc<Semaphore>,
+    pub(super) read_ahead_units: u32,
+    pub(super) counters: Arc<Counters>,
+    /// GETs in flight, which reads of the same bytes join.
+    pub(super) inflight: InFlight,
+    /// Turns of read-ahead GETs: at most `READ_AHEAD_GETS` run at once, taken in plan order.
+    pub(super) read_ahead_turns: Arc<Semaphore>,
 }
 
 /// The read-ahead window cap in effect: the configured one, but never more than a quarter of the
@@ -145,6 +156,8 @@ impl ObjectReader {
                 read_ahead_permits: Arc::new(Semaphore::new(units as usize)),
                 read_ahead_units: units,
                 counters,
+                inflight: InFlight::default(),
+                read_ahead_turns: Arc::new(Semaphore::new(READ_AHEAD_GETS)),
             }),
         })
     }
@@ -235,116 +248,6 @@ impl ObjectReader {
         Ok(pos)
     }
 
-    /// Tells read-ahead that a fetch read `[start, reached)` of `stream` from objects and, if the
-    /// reader moves sequentially, starts the next prefetch: planning runs here (it reads an
-    /// index only when the reader enters a new object), the range reads run in the background.
-    /// Planning before the fetch returns keeps the reader from asking for a block before its
-    /// prefetch was issued.
-    pub(crate) async fn after_read(
-        &self,
-        stream: StreamId,
-        start: Offset,
-        reached: Offset,
-        covering: &[Part],
-        end: Offset,
-    ) {
-        let Some(plan) = self.shared.read_ahead.advance(stream, start, reached) else {
-            return;
-        };
-        let ahead: Vec<Part> = covering
-            .iter()
-            .filter(|p| p.3 > plan.from)
-            .take(READ_AHEAD_OBJECTS)
-            .copied()
-            .collect();
-        self.prefetch(stream, &plan, &ahead, end).await;
-        self.shared.read_ahead.finished(stream, &plan);
-    }
-
-    async fn prefetch(&self, stream: StreamId, plan: &Plan, ahead: &[Part], end: Offset) {
-        let s = &self.shared;
-        let mut budget = plan.budget;
-        let mut walked_to = plan.from;
-        let mut runs: Vec<(ObjectId, Vec<IndexEntry>)> = Vec::new();
-        for &(id, size, _, _) in ahead {
-            if budget == 0 {
-                break;
-            }
-            let Ok(index) = self.index(id, size, ReadPriority::ReadAhead).await else {
-                break;
-            };
-            let mut run: Vec<IndexEntry> = Vec::new();
-            for e in index.entries_for(stream, plan.from, end) {
-                if budget == 0 {
-                    break;
-                }
-                budget = budget.saturating_sub(u64::from(e.size));
-                walked_to = e.end;
-                let key = BlockKey::new(id.0, e.position);
-                if s.blocks.contains(&key) || s.read_ahead.is_pending(&key) {
-                    if !run.is_empty() {
-                        runs.push((id, std::mem::take(&mut run)));
-                    }
-                    continue;
-                }
-                let contiguous = run
-                    .last()
-                    .is_some_and(|last| last.byte_range().end == e.position);
-                let run_bytes: u64 = run.iter().map(|r| u64::from(r.size)).sum();
-                if !run.is_empty()
-                    && (!contiguous || run_bytes + u64::from(e.size) > MAX_MERGED_GET)
-                {
-                    runs.push((id, std::mem::take(&mut run)));
-                }
-                run.push(*e);
-            }
-            if !run.is_empty() {
-                runs.push((id, run));
-            }
-        }
-        for (id, run) in &runs {
-            let bytes: u64 = run.iter().map(|e| u64::from(e.size)).sum();
-            let units = u32::try_from(bytes.div_ceil(PERMIT_BYTES))
-                .unwrap_or(u32::MAX)
-                .min(s.read_ahead_units);
-            let Ok(permit) = s.read_ahead_permits.clone().try_acquire_many_owned(units) else {
-                // Out of in-flight budget: the next fetch plans again from here.
-                walked_to = run[0].start;
-                break;
-            };
-            let keys: Vec<(BlockKey, u64)> = run
-                .iter()
-                .map(|e| (BlockKey::new(id.0, e.position), u64::from(e.size)))
-                .collect();
-            let last_end = run.last().map_or(plan.from, |e| e.end);
-            s.read_ahead.issued(stream, plan, last_end, &keys);
-            let fetches = self.fetches(*id, run, ReadPriority::ReadAhead, true);
-            let lookups: Vec<_> = keys
-                .into_iter()
-                .zip(fetches)
-                .map(|((key, _), fetch)| {
-                    let s = self.shared.clone();
-                    async move {
-                        if s.blocks
-                            .get_or_fetch(key, Priority::Low, fetch)
-                            .await
-                            .is_err()
-                        {
-                            s.read_ahead.forget(&key);
-                        }
-                    }
-                })
-                .collect();
-            // The run completes on its own; the cursor may plan the next one meanwhile (its
-            // budget counts this run as outstanding).
-            tokio::spawn(async move {
-                futures::future::join_all(lookups).await;
-                drop(permit);
-            });
-        }
-        s.read_ahead.issued(stream, plan, walked_to, &[]);
-    }
-
     async fn get_range(
         &self,
         id: ObjectId,
@@ -353,6 +256,7 @@ impl ObjectReader {
     ) -> Result<Bytes> {
         let s = &self.shared;
         s.limiter.acquire(range.end - range.start, priority).await;
+
         let path = keys::object_path(&s.prefix, id);
         // A body cut short is retried like any transfer failure (`read_body`).
         let bytes = retry_transient("get range", &path, Backoff::for_uploads(id.0), || {
@@ -372,7 +276,13 @@ impl ObjectReader {
         Ok(bytes)
     }
 
-    async fn index(
+    /// The index of `id` if the index cache holds it (no I/O).
+    pub(super) fn cached_index(&self, id: ObjectId) -> Option<Arc<ObjectIndex>> {
+        self.shared.indexes.lock().get(&id)
+    }
+
+    /// The index of object `id` (of `size` bytes): from the index cache, else read.
+    pub(super) async fn index(
         &self,
         id: ObjectId,
         size: u64,
@@ -384,13 +294,15 @@ impl ObjectReader {
             return Ok(index);
         }
         Counters::add(&s.counters.index_misses, 1);
+        // A GET in flight for the object's end (a whole-object read-ahead, another reader's
+        // index read) serves this one too.
         let tail = self
-            .get_range(id, format::tail_range(size), priority)
+            .range_bytes(id, format::tail_range(size), priority, false)
             .await?;
         let index = match format::decode_tail(id, size, &tail)? {
             TailDecode::Complete { index, .. } => index,
             TailDecode::NeedIndex { footer, range } => {
-                let bytes = self.get_range(id, range, priority).await?;
+                let bytes = self.range_bytes(id, range, priority, false).await?;
                 footer.decode_index(id, &bytes)?
             }
         };
@@ -437,7 +349,7 @@ impl ObjectReader {
     /// One fetch per entry of `entries` (blocks of one object, in position order). Entries the
     /// cache does not hold and that lie next to each other share one range GET; a fetch that is
     /// never polled costs nothing.
-    fn fetches(
+    pub(super) fn fetches(
         &self,
         id: ObjectId,
         entries: &[IndexEntry],
@@ -453,6 +365,17 @@ impl ObjectReader {
                 .blocks
                 .contains(&BlockKey::new(id.0, first.position));
             let mut n = 1;
+            // A block a running GET covers (read-ahead's, another reader's) is sliced from it.
+            let joined = if cached {
+                None
+            } else {
+                self.shared.inflight.join_span(id, &first.byte_range(), 2)
+            };
+            if let Some(pieces) = joined {
+                out.push(block_from(id, first, pieces));
+                i += 1;
+                continue;
+            }
             if !cached {
                 let mut bytes = u64::from(first.size);
                 while let Some(next) = entries.get(i + n) {
@@ -463,6 +386,11 @@ impl ObjectReader {
                         .contains(&BlockKey::new(id.0, next.position));
                     if next_cached
                         || next.position != prev_end
+                        || self
+                            .shared
+                            .inflight
+                            .join_span(id, &next.byte_range(), 2)
+                            .is_some()
                         || bytes + u64::from(next.size) > MAX_MERGED_GET
                     {
                         break;
@@ -473,61 +401,101 @@ impl ObjectReader {
             }
             let run = &entries[i..i + n];
             let range = run[0].position..run[n - 1].byte_range().end;
-            let get = self.shared_get(id, range.clone(), priority, read_ahead);
+            let (got, get) = self.shared_get(id, range, priority, read_ahead);
             for &e in run {
-                let get = get.clone();
-                let single = n == 1;
-                let run_start = range.start;
-                out.push(
-                    async move {
-                        let bytes = get.await?;
-                        let from = usize::try_from(e.position - run_start).unwrap_or(usize::MAX);
-                        let slice = from
-                            .checked_add(e.size as usize)
-                            .and_then(|to| bytes.get(from..to))
-                            .ok_or_else(|| {
-                                Error::internal(format!(
-                                    "{id}: block at {} is outside its range read",
-                                    e.position
-                                ))
-                            })?;
-                        let block_bytes = if single {
-                            bytes.clone()
-                        } else if stored_compressed(&e) {
-                            bytes.slice(from..from + slice.len())
-                        } else {
-                            Bytes::copy_from_slice(slice)
-                        };
-                        decode(id, e, block_bytes).await
-                    }
-                    .boxed(),
-                );
+                out.push(block_from(id, e, vec![(got.clone(), get.clone())]));
             }
             i += n;
         }
         out
     }
 
-    fn shared_get(
+    /// `range` of object `id`: sliced from a GET in flight that covers it, else read by a new
+    /// GET that later reads of the same bytes join.
+    pub(super) async fn range_bytes(
         &self,
         id: ObjectId,
         range: Range<u64>,
         priority: ReadPriority,
         read_ahead: bool,
-    ) -> SharedGet {
-        let reader = self.clone();
-        async move {
-            let bytes = reader.get_range(id, range, priority).await?;
-            if read_ahead {
-                let c = &reader.shared.counters;
-                Counters::add(&c.read_ahead_gets, 1);
-                Counters::add(&c.read_ahead_bytes, bytes.len() as u64);
-            }
-            Ok(bytes)
-        }
-        .boxed()
-        .shared()
+    ) -> Result<Bytes> {
+        let (got, get) = self.shared_get(id, range.clone(), priority, read_ahead);
+        let bytes = get.await?;
+        slice_of(id, &bytes, &got, &range)
     }
+
+    /// A GET of object `id` covering `range`: one in flight that covers it (and its range),
+    /// else a new one of exactly `range`, recorded so that others can join it.
+    pub(super) fn shared_get(
+        &self,
+        id: ObjectId,
+        range: Range<u64>,
+        priority: ReadPriority,
+        read_ahead: bool,
+    ) -> (Range<u64>, SharedGet) {
+        if let Some(joined) = self.shared.inflight.join(id, &range) {
+            return joined;
+        }
+        let reader = self.clone();
+        let get = {
+            let range = range.clone();
+            async move {
+                let bytes = reader.get_range(id, range, priority).await?;
+                if read_ahead {
+                    let c = &reader.shared.counters;
+                    Counters::add(&c.read_ahead_gets, 1);
+                    Counters::add(&c.read_ahead_bytes, bytes.len() as u64);
+                }
+                Ok(bytes)
+            }
+            .boxed()
+            .shared()
+        };
+        self.shared.inflight.insert(id, range.clone(), &get);
+        (range, get)
+    }
+}
+
+/// The bytes of `wanted` out of `bytes`, the result of a GET of `got`.
+fn slice_of(id: ObjectId, bytes: &Bytes, got: &Range<u64>, wanted: &Range<u64>) -> Result<Bytes> {
+    let from = wanted.start.checked_sub(got.start);
+    let to = wanted.end.checked_sub(got.start);
+    match (from, to) {
+        (Some(from), Some(to)) if from <= to && to <= bytes.len() as u64 => {
+            Ok(bytes.slice(from as usize..to as usize))
+        }
+        _ => Err(Error::internal(format!(
+            "{id}: bytes {wanted:?} are outside the range read {got:?}"
+        ))),
+    }
+}
+
+/// The block of `e`, sliced out of `pieces` (GETs and their ranges, adjacent, together covering
+/// the block) and decoded. A block within one GET keeps a slice of that GET's buffer (no copy;
+/// see the module docs for what that pins); one that straddles two is copied together. A fetch
+/// that is never polled costs nothing.
+fn block_from(
+    id: ObjectId,
+    e: IndexEntry,
+    pieces: Vec<(Range<u64>, SharedGet)>,
+) -> BoxFuture<'static, Result<DecodedBlock>> {
+    async move {
+        let wanted = e.byte_range();
+        let block = match pieces.as_slice() {
+            [(got, get)] => slice_of(id, &get.clone().await?, got, &wanted)?,
+            _ => {
+                let mut joined = Vec::with_capacity(e.size as usize);
+                for (got, get) in &pieces {
+                    let bytes = get.clone().await?;
+                    let part = got.start.max(wanted.start)..got.end.min(wanted.end);
+                    joined.extend_from_slice(&slice_of(id, &bytes, got, &part)?);
+                }
+                Bytes::from(joined)
+            }
+        };
+        decode(id, e, block).await
+    }
+    .boxed()
 }
 
 /// True when the block's body is stored compressed (smaller than its decompressed length).

@@ -8,13 +8,20 @@
 //! recently used leaving first.
 //!
 //! Each cursor has a window in bytes (stored block sizes). Its second sequential fetch opens the
-//! window at [`INITIAL_WINDOW`]; after each fetch the read path prefetches the blocks ahead of
-//! the cursor until the bytes prefetched and not yet used fill the window, once half the window
-//! (or one maximal range read) is free. The window:
-//! - grows by a block's size, or a quarter of itself if that is more, each time a fetch uses a
-//!   prefetched block (so a cold reader reaches a large window within a few MB), up to the cap;
+//! window at [`INITIAL_WINDOW`] — or its first, when that fetch read old data (more than one
+//! object behind the newest: a scan, almost always; a lone point read of old data then costs up
+//! to one initial window of waste, which the waste counter shows). After each fetch the read
+//! path prefetches the blocks ahead of the cursor until the bytes prefetched and not yet used
+//! fill the window, once a quarter of the window (or one maximal range read) is free. The
+//! window:
+//! - grows by a block's size, or half of itself if that is more, each time a fetch uses a
+//!   prefetched block (so a cold reader reaches a large window within a few blocks), up to the
+//!   cap;
 //! - halves (down to [`MIN_WINDOW`]) each time a prefetched block leaves the memory tier before
 //!   any fetch used it: the cache is too small for this much read-ahead.
+//!
+//! A whole-object prefetch does not know its blocks until its index arrives: it is counted as
+//! outstanding by size ([`ReadAhead::reserve`]) until they are registered.
 //!
 //! One prefetch per cursor is planned at a time; the range reads it starts run on their own,
 //! counted as outstanding until used or evicted. Every method takes the lock briefly and never
@@ -27,8 +34,8 @@ use parking_lot::Mutex;
 
 use crate::types::{Offset, StreamId};
 
-/// The window a cursor opens with on its second sequential fetch.
-pub(crate) const INITIAL_WINDOW: u64 = 1 << 20;
+/// The window a cursor opens with (on its second sequential fetch, or the first of a scan).
+pub(crate) const INITIAL_WINDOW: u64 = 8 << 20;
 /// The smallest window once open.
 pub(crate) const MIN_WINDOW: u64 = 256 << 10;
 /// Cursors kept per stream.
@@ -115,8 +122,16 @@ impl ReadAhead {
     }
 
     /// Records a fetch of `stream` from objects that started at `start` and ended at `end`, and
-    /// says what to prefetch next, if anything.
-    pub(crate) fn advance(&self, stream: StreamId, start: Offset, end: Offset) -> Option<Plan> {
+    /// says what to prefetch next, if anything. `scan`: the fetch read old data (more than one
+    /// object behind the newest), which is taken as the start of a scan: a new cursor opens
+    /// its window at once instead of on its second fetch.
+    pub(crate) fn advance(
+        &self,
+        stream: StreamId,
+        start: Offset,
+        end: Offset,
+        scan: bool,
+    ) -> Option<Plan> {
         if self.cap == 0 {
             return None;
         }
@@ -132,16 +147,26 @@ impl ReadAhead {
                 }
             }
             state.next_id += 1;
+            let id = state.next_id;
+            let window = if scan && start < end {
+                INITIAL_WINDOW.min(self.cap)
+            } else {
+                0
+            };
             cursors.push(Cursor {
-                id: state.next_id,
+                id,
                 next: end,
-                window: 0,
+                window,
                 planned_to: end,
                 outstanding: 0,
-                busy: false,
+                busy: window > 0,
                 last_used: tick,
             });
-            return None;
+            return (window > 0).then_some(Plan {
+                cursor: id,
+                from: end,
+                budget: window,
+            });
         };
         c.next = end;
         c.last_used = tick;
@@ -151,11 +176,12 @@ impl ReadAhead {
         if c.busy {
             return None;
         }
-        // Wait until half the window (or one full range read) is free, so that prefetches are
-        // few large GETs rather than many small ones: object stores serve a few large reads
-        // faster than many small ones in parallel, and bill per request.
+        // Wait until a quarter of the window (or one full range read) is free, so that
+        // prefetches are few large GETs rather than many small ones (object stores serve a few
+        // large reads faster than many small ones, and bill per request), yet the next GET
+        // goes out while the previous ones are still being read.
         let budget = c.window.saturating_sub(c.outstanding);
-        let worth = (c.window / 2)
+        let worth = (c.window / 4)
             .min(self.max_get)
             .max(MIN_PLAN_BYTES.min(c.window));
         if budget < worth {
@@ -193,6 +219,23 @@ impl ReadAhead {
         if let Some(c) = state.cursor(stream, plan.cursor) {
             c.outstanding += added;
             c.planned_to = c.planned_to.max(planned_to);
+        }
+    }
+
+    /// Counts `bytes` of a prefetch whose blocks are not known yet (a whole-object read, until
+    /// its index is decoded) as outstanding for the cursor of `plan`, which has planned up to
+    /// `planned_to`.
+    pub(crate) fn reserve(&self, stream: StreamId, plan: &Plan, planned_to: Offset, bytes: u64) {
+        if let Some(c) = self.state.lock().cursor(stream, plan.cursor) {
+            c.outstanding += bytes;
+            c.planned_to = c.planned_to.max(planned_to);
+        }
+    }
+
+    /// Takes back what [`reserve`](Self::reserve) counted, once the blocks are registered.
+    pub(crate) fn unreserve(&self, stream: StreamId, plan: &Plan, bytes: u64) {
+        if let Some(c) = self.state.lock().cursor(stream, plan.cursor) {
+            c.outstanding = c.outstanding.saturating_sub(bytes);
         }
     }
 
@@ -238,7 +281,7 @@ impl ReadAhead {
         if let Some(c) = state.cursor(p.stream, p.cursor) {
             c.outstanding = c.outstanding.saturating_sub(p.bytes);
             c.window = if used {
-                (c.window + p.bytes.max(c.window / 4)).min(cap)
+                (c.window + p.bytes.max(c.window / 2)).min(cap)
             } else {
                 (c.window / 2).max(MIN_WINDOW.min(cap))
             };
@@ -248,6 +291,11 @@ impl ReadAhead {
         } else {
             Outcome::Wasted(p.bytes)
         }
+    }
+
+    #[cfg(test)]
+    fn advance_tail(&self, stream: StreamId, start: Offset, end: Offset) -> Option<Plan> {
+        self.advance(stream, start, end, false)
     }
 
     #[cfg(test)]
@@ -272,8 +320,8 @@ mod tests {
     #[test]
     fn a_first_fetch_prefetches_nothing_and_a_sequential_one_opens_the_window() {
         let ra = ReadAhead::new(8 << 20, 8 << 20);
-        assert_eq!(ra.advance(S, Offset(0), Offset(100)), None);
-        let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
+        assert_eq!(ra.advance_tail(S, Offset(0), Offset(100)), None);
+        let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
         assert_eq!(plan.from, Offset(200));
         assert_eq!(plan.budget, INITIAL_WINDOW);
     }
@@ -281,51 +329,56 @@ mod tests {
     #[test]
     fn a_fetch_elsewhere_starts_its_own_cursor() {
         let ra = ReadAhead::new(8 << 20, 8 << 20);
-        assert_eq!(ra.advance(S, Offset(0), Offset(100)), None);
-        assert_eq!(ra.advance(S, Offset(5000), Offset(5100)), None);
-        assert!(ra.advance(S, Offset(100), Offset(200)).is_some());
-        assert!(ra.advance(S, Offset(5100), Offset(5200)).is_some());
+        assert_eq!(ra.advance_tail(S, Offset(0), Offset(100)), None);
+        assert_eq!(ra.advance_tail(S, Offset(5000), Offset(5100)), None);
+        assert!(ra.advance_tail(S, Offset(100), Offset(200)).is_some());
+        assert!(ra.advance_tail(S, Offset(5100), Offset(5200)).is_some());
     }
 
     #[test]
     fn one_prefetch_per_cursor_runs_at_a_time() {
         let ra = ReadAhead::new(8 << 20, 8 << 20);
-        ra.advance(S, Offset(0), Offset(100));
-        let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
-        assert_eq!(ra.advance(S, Offset(200), Offset(300)), None);
+        ra.advance_tail(S, Offset(0), Offset(100));
+        let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
+        assert_eq!(ra.advance_tail(S, Offset(200), Offset(300)), None);
         ra.finished(S, &plan);
-        assert!(ra.advance(S, Offset(300), Offset(400)).is_some());
+        assert!(ra.advance_tail(S, Offset(300), Offset(400)).is_some());
     }
 
     #[test]
     fn the_window_grows_with_each_used_block_up_to_the_cap() {
-        let ra = ReadAhead::new(2 << 20, 8 << 20);
-        ra.advance(S, Offset(0), Offset(100));
-        let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
+        let cap = 2 * INITIAL_WINDOW;
+        let ra = ReadAhead::new(cap, 8 << 20);
+        ra.advance_tail(S, Offset(0), Offset(100));
+        let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
         let blocks: Vec<_> = (0..4).map(|i| (key(i), 512 << 10)).collect();
         ra.issued(S, &plan, Offset(600), &blocks);
         ra.finished(S, &plan);
         assert_eq!(ra.used(&key(0)), Outcome::Used(512 << 10));
-        assert_eq!(ra.window(S, plan.cursor), INITIAL_WINDOW + (512 << 10));
+        assert_eq!(
+            ra.window(S, plan.cursor),
+            INITIAL_WINDOW + INITIAL_WINDOW / 2,
+            "grows by half of itself (more than a block)"
+        );
         assert_eq!(ra.used(&key(0)), Outcome::None, "counted once");
         for i in 1..4 {
             ra.used(&key(i));
         }
-        assert_eq!(ra.window(S, plan.cursor), 2 << 20, "capped");
-        let next = ra.advance(S, Offset(200), Offset(300)).unwrap();
+        assert_eq!(ra.window(S, plan.cursor), cap, "capped");
+        let next = ra.advance_tail(S, Offset(200), Offset(300)).unwrap();
         assert_eq!(
             next.from,
             Offset(600),
             "continues where prefetching stopped"
         );
-        assert_eq!(next.budget, 2 << 20);
+        assert_eq!(next.budget, cap);
     }
 
     #[test]
     fn blocks_evicted_unused_shrink_the_window() {
         let ra = ReadAhead::new(8 << 20, 8 << 20);
-        ra.advance(S, Offset(0), Offset(100));
-        let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
+        ra.advance_tail(S, Offset(0), Offset(100));
+        let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
         ra.issued(S, &plan, Offset(300), &[(key(0), 100), (key(1), 100)]);
         assert!(ra.is_pending(&key(0)));
         assert_eq!(ra.evicted(&key(0)), Outcome::Wasted(100));
@@ -340,18 +393,36 @@ mod tests {
     #[test]
     fn the_budget_leaves_out_what_is_prefetched_and_unused() {
         let ra = ReadAhead::new(8 << 20, 8 << 20);
-        ra.advance(S, Offset(0), Offset(100));
-        let plan = ra.advance(S, Offset(100), Offset(200)).unwrap();
-        ra.issued(S, &plan, Offset(300), &[(key(0), 1000 << 10)]);
+        ra.advance_tail(S, Offset(0), Offset(100));
+        let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
+        let outstanding = INITIAL_WINDOW - INITIAL_WINDOW / 8;
+        ra.issued(S, &plan, Offset(300), &[(key(0), outstanding)]);
         ra.finished(S, &plan);
-        // 1 MiB window, 1000 KiB outstanding: too little left to plan.
-        assert_eq!(ra.advance(S, Offset(200), Offset(250)), None);
+        // An eighth of the window free: less than the quarter worth planning for.
+        assert_eq!(ra.advance_tail(S, Offset(200), Offset(250)), None);
+        ra.used(&key(0));
+        assert!(ra.advance_tail(S, Offset(250), Offset(300)).is_some());
+    }
+
+    #[test]
+    fn a_first_fetch_of_old_data_opens_the_window_at_once() {
+        let ra = ReadAhead::new(64 << 20, 8 << 20);
+        let plan = ra.advance(S, Offset(0), Offset(100), true).unwrap();
+        assert_eq!(plan.from, Offset(100));
+        assert_eq!(plan.budget, INITIAL_WINDOW);
+        assert_eq!(
+            ra.advance(S, Offset(100), Offset(200), true),
+            None,
+            "the first plan is still running"
+        );
+        ra.finished(S, &plan);
+        assert!(ra.advance(S, Offset(200), Offset(300), true).is_some());
     }
 
     #[test]
     fn read_ahead_of_zero_bytes_is_off() {
         let ra = ReadAhead::new(0, 8 << 20);
-        ra.advance(S, Offset(0), Offset(100));
-        assert_eq!(ra.advance(S, Offset(100), Offset(200)), None);
+        assert_eq!(ra.advance(S, Offset(0), Offset(100), true), None);
+        assert_eq!(ra.advance_tail(S, Offset(100), Offset(200)), None);
     }
 }
