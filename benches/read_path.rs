@@ -5,10 +5,12 @@
 //!   cache's memory tier (the log cache is too small to hold it).
 //! - `block_hit/*`: what a hit costs if the memory tier held decoded blocks (clone the batches)
 //!   or raw blocks (checksum and decompress on every hit): why it holds decoded ones.
-//! - `catch_up/s3_*` (only with `OBJSTREAM_TEST_S3_ENDPOINT` set, see `scripts/s3-server.sh`):
-//!   a cold sequential read, with read-ahead, of 256 MiB in objects on the S3 server by a node
-//!   whose caches are empty, against raw GETs of the same objects (whole objects, one at a time)
-//!   in the same run. Prints GETs per GB.
+//! - catch-up (only with `OBJSTREAM_TEST_S3_ENDPOINT` set, see `scripts/s3-server.sh`): a cold
+//!   sequential read, with read-ahead, of 256 MiB in objects on the S3 server by a node whose
+//!   caches are empty, against raw GETs of the same objects (whole objects, one at a time).
+//!   The two alternate, `READ_PATH_ROUNDS` times (default 5), each round swapping which goes
+//!   first; the summary gives the median and range of both, of their ratio within a round,
+//!   the client CPU per GiB of each, GETs per GB and the share of read-ahead wasted.
 //!
 //! Run with `cargo bench --bench read_path`; it takes about two minutes. `READ_PATH_CATCH_UP_ONLY=1`
 //! runs only the S3 part; `READ_PATH_VERBOSE=1` adds range-read sweeps and per-round waits.
@@ -48,9 +50,20 @@ async fn open(
     prefix: &str,
     settings: Settings,
 ) -> Store {
+    // Nodes above 10 only read: a small WAL segment keeps their WAL's background zero-filling
+    // of new segments from competing with the reads being measured.
+    let (segment_bytes, max_batch_bytes) = if node > 10 {
+        (1 << 20, 64 << 10)
+    } else {
+        (64 << 20, settings.max_batch_bytes)
+    };
     let settings = Settings {
         node_id: NodeId(node),
-        wal: WalSettings::file(dir.join(format!("wal-{node}"))),
+        wal: WalSettings::File {
+            dir: dir.join(format!("wal-{node}")),
+            segment_bytes,
+        },
+        max_batch_bytes,
         ..settings
     };
     Store::open(settings, Components::new(objects, prefix))
@@ -105,6 +118,15 @@ async fn read_all_timed(s: &Stream, end: Offset) -> (u64, Duration, u32) {
         pos = got.last().unwrap().next_offset();
     }
     (bytes, waited, waits)
+}
+
+/// CPU time this process has used so far (user and system).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given and nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn gbps(bytes: u64, took: Duration) -> f64 {
@@ -238,7 +260,7 @@ fn block_hit(c: &mut Criterion, summary: &mut Vec<String>) {
 }
 
 /// Cold catch-up with read-ahead against raw GETs of the same objects, on the S3 server.
-fn catch_up(c: &mut Criterion, summary: &mut Vec<String>) {
+fn catch_up(summary: &mut Vec<String>) {
     if std::env::var("OBJSTREAM_TEST_S3_ENDPOINT").is_err() {
         summary.push("catch-up against S3: skipped (OBJSTREAM_TEST_S3_ENDPOINT is not set)".into());
         return;
@@ -386,52 +408,115 @@ fn catch_up(c: &mut Criterion, summary: &mut Vec<String>) {
         })
     };
 
-    let mut group = c.benchmark_group("catch_up");
-    group
-        .throughput(Throughput::Bytes(CATCH_UP_BYTES))
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(10));
-    group.bench_function("s3_raw_get", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| raw_round().1).sum())
-    });
+    let rounds: usize = std::env::var("READ_PATH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    // Alternate the two, swapping which goes first each round, so that both see the same
+    // server state (the machine is shared: a round's figure moves with other load).
+    let mut ratios = Vec::new();
+    let (mut raws, mut ours) = (Vec::new(), Vec::new());
     let mut last = None;
-    group.bench_function("s3_store_read_ahead", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| store_round(&mut last).1).sum())
-    });
-    group.finish();
-
-    // Alternate the two so that both see the same server state.
-    let (mut raw, mut ours, mut ranged) = (0.0f64, 0.0f64, 0.0f64);
-    for _ in 0..3 {
-        let (bytes, took) = raw_round();
-        raw = raw.max(gbps(bytes, took));
-        let (bytes, took) = ranged_round();
-        ranged = ranged.max(gbps(bytes, took));
-        let (bytes, took) = store_round(&mut last);
-        ours = ours.max(gbps(bytes, took));
+    let mut gets = 0u64;
+    let mut got_bytes = 0u64;
+    let mut wasted = 0u64;
+    let mut prefetched = 0u64;
+    let (mut raw_cpu, mut store_cpu) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        let mut raw = || {
+            let cpu = cpu_time();
+            let (b, t) = raw_round();
+            raw_cpu += cpu_time() - cpu;
+            gbps(b, t)
+        };
+        let mut store = |last: &mut Option<objstream::ReadStats>| {
+            let cpu = cpu_time();
+            let (b, t) = store_round(last);
+            store_cpu += cpu_time() - cpu;
+            gbps(b, t)
+        };
+        let (raw, store) = if round % 2 == 0 {
+            let raw = raw();
+            (raw, store(&mut last))
+        } else {
+            let store = store(&mut last);
+            (raw(), store)
+        };
+        let stats = last.expect("a store round ran");
+        gets += stats.object_gets;
+        got_bytes += stats.object_bytes;
+        wasted += stats.read_ahead_wasted_bytes;
+        prefetched += stats.read_ahead_bytes;
+        eprintln!(
+            "round {round}: raw {raw:.2} GB/s, store {store:.2} GB/s = {:.0} %",
+            100.0 * store / raw
+        );
+        raws.push(raw);
+        ours.push(store);
+        ratios.push(store / raw);
     }
+    let ranged = ranged_round();
     let stats = last.expect("a store round ran");
+    let (r_med, r_min, r_max) = spread(&raws);
+    let (o_med, o_min, o_max) = spread(&ours);
+    let (q_med, q_min, q_max) = spread(&ratios);
     summary.push(format!(
-        "cold catch-up on S3 ({} MiB payload in {} objects, {} MiB stored): raw whole-object GETs {raw:>5.2} GB/s, \
-         store with read-ahead {ours:>5.2} GB/s = {:.0} % of raw (target >= 80 %)",
+        "cold catch-up on S3 ({} MiB payload in {} objects, {} MiB stored), {rounds} alternated rounds, median [min, max]:",
         CATCH_UP_BYTES >> 20,
         object_paths.len(),
         object_bytes >> 20,
-        100.0 * ours / raw,
     ));
     summary.push(format!(
-        "  raw ranged GETs of 8 MiB, four in flight: {ranged:>5.2} GB/s"
+        "  raw whole-object GETs, one at a time: {r_med:>5.2} GB/s [{r_min:.2}, {r_max:.2}]"
     ));
     summary.push(format!(
-        "  per cold read: {} GETs for {} MiB = {:.1} GETs per GB; read-ahead {} GETs, {} MiB used of {} MiB, {} MiB wasted",
+        "  store with read-ahead:                {o_med:>5.2} GB/s [{o_min:.2}, {o_max:.2}]"
+    ));
+    summary.push(format!(
+        "  store / raw (same round):             {:>5.0} %    [{:.0}, {:.0}] (target >= 80 %)",
+        100.0 * q_med,
+        100.0 * q_min,
+        100.0 * q_max
+    ));
+    summary.push(format!(
+        "  raw ranged GETs of 8 MiB, four in flight: {:>5.2} GB/s",
+        gbps(ranged.0, ranged.1)
+    ));
+    let gib = (CATCH_UP_BYTES * rounds as u64) as f64 / f64::from(1u32 << 30);
+    summary.push(format!(
+        "  client CPU per GiB read: raw {:.0} ms, store {:.0} ms (store rounds include opening and closing a node)",
+        raw_cpu.as_secs_f64() * 1e3 / gib,
+        store_cpu.as_secs_f64() * 1e3 / gib,
+    ));
+    summary.push(format!(
+        "  per cold read: {:.1} GETs per GB ({} GETs for {} MiB in the last round, {} of them read-ahead); \
+         read-ahead waste {:.1} % ({} MiB of {} MiB over all rounds)",
+        gets as f64 / (got_bytes as f64 / 1e9),
         stats.object_gets,
         stats.object_bytes >> 20,
-        stats.gets_per_gib() / 1.073_741_824,
         stats.read_ahead_gets,
-        stats.read_ahead_used_bytes >> 20,
-        stats.read_ahead_bytes >> 20,
-        stats.read_ahead_wasted_bytes >> 20,
+        100.0 * wasted as f64 / (prefetched.max(1)) as f64,
+        wasted >> 20,
+        prefetched >> 20,
     ));
+}
+
+/// Median, minimum and maximum.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.is_empty() {
+        0.0
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    (
+        median,
+        v.first().copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -440,7 +525,7 @@ fn bench(c: &mut Criterion) {
         tiers(c, &mut summary);
         block_hit(c, &mut summary);
     }
-    catch_up(c, &mut summary);
+    catch_up(&mut summary);
     println!("\n== read path summary ==");
     for line in summary {
         println!("{line}");

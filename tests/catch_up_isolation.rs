@@ -6,6 +6,10 @@
 //! records: after each of its fetches, how many records were confirmed but not yet read by it.
 //! The same is measured for a while without the scan, and the scan may not make it much worse.
 //! Every byte the scan reads is checked, and the scan must have used read-ahead.
+//!
+//! The catch-up limiter is off by default; a second test sets it and checks that a scan keeps
+//! to its rate (read-ahead included) while the tail reader, which the limiter never holds
+//! back, still keeps up.
 
 mod common;
 mod support;
@@ -105,9 +109,15 @@ async fn tail_while<F: std::future::Future>(
 }
 
 async fn scan(old: Stream, end: Offset) -> u64 {
-    let mut pos = Offset(0);
+    scan_from(old, Offset(0), end, end).await
+}
+
+/// Reads `old` from `from` until at least `until`, each fetch asking for up to `end` (so the
+/// reader is as far behind as the stream's end says, not just `until`).
+async fn scan_from(old: Stream, from: Offset, until: Offset, end: Offset) -> u64 {
+    let mut pos = from;
     let mut bytes = 0;
-    while pos < end {
+    while pos < until {
         let got = old.fetch(pos, end, 1 << 20).await.unwrap();
         for b in got {
             assert_eq!(b.base_offset, pos, "the scan sees every record");
@@ -143,6 +153,94 @@ async fn a_tail_reader_keeps_up_while_old_data_is_scanned() {
     for backend in support::backends() {
         isolation(&backend).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_scan_keeps_to_its_rate_and_the_tail_keeps_up() {
+    for backend in support::backends() {
+        limited(&backend).await;
+    }
+}
+
+/// The scan's rate limit in the limited test.
+const LIMIT: u64 = 12 << 20;
+
+async fn limited(backend: &support::TestStore) {
+    let name = backend.name;
+    let dir = tempfile::tempdir().unwrap();
+    // The old data is written by another node: uploads charge the bucket too, and 192 MiB of
+    // them would hold the scan back for many seconds.
+    let writer = Node::new(dir.path(), 1);
+    let components = || objstream::Components::new(backend.store.clone(), backend.prefix.clone());
+    let store = Store::open(settings(&writer), components()).await.unwrap();
+    let (old, end) = load_old(&store).await;
+    old.close().await.unwrap();
+    store.shutdown().await.unwrap();
+    let node = Node::new(dir.path(), 2);
+    let store = Store::open(
+        Settings {
+            catch_up_bytes_per_sec: LIMIT,
+            ..settings(&node)
+        },
+        components(),
+    )
+    .await
+    .unwrap();
+    let old = store.open_stream(old.id()).await.unwrap();
+    let live = store.create_stream().await.unwrap();
+    let (quiet, _, ()) = tail_while(&live, tokio::time::sleep(Duration::from_secs(1))).await;
+
+    // Scan 40 MiB from 8 MiB in, at a limit well below what the scan reaches unlimited.
+    let batches = OLD_BYTES / OLD_BATCH as u64;
+    let (from, to) = (Offset(batches / 24), Offset(batches / 4));
+    assert!(to < end);
+    let before = store.read_stats();
+    let started = Instant::now();
+    let (busy, _, scanned) = tail_while(&live, scan_from(old.clone(), from, to, end)).await;
+    let took = started.elapsed();
+    let stats = store.read_stats();
+    let fetched = stats.object_bytes - before.object_bytes;
+    println!(
+        "{name}: limited scan: {} MiB in {:.2} s ({} MiB from objects, throttled {} ms); \
+         tail lag {} records alone, {} during the scan",
+        scanned >> 20,
+        took.as_secs_f64(),
+        fetched >> 20,
+        stats.throttled_ms - before.throttled_ms,
+        quiet.max,
+        busy.max,
+    );
+    assert!(
+        scanned >= (to.get() - from.get()) * OLD_BATCH as u64,
+        "{name}"
+    );
+    assert!(
+        fetched >= scanned,
+        "{name}: the scan came from object storage: {stats:?}"
+    );
+    // The bucket starts with a second's worth of tokens, and a read takes its tokens once the
+    // balance is positive, whatever its size (at most the read-ahead window here): what the
+    // scan fetched beyond those took at least its time at the rate.
+    let least = fetched.saturating_sub(LIMIT + (4 << 20)) as f64 / LIMIT as f64;
+    assert!(
+        took.as_secs_f64() >= least * 0.95,
+        "{name}: {} MiB fetched in {:.2} s, faster than {} MiB/s allows ({least:.2} s)",
+        fetched >> 20,
+        took.as_secs_f64(),
+        LIMIT >> 20
+    );
+    assert!(
+        stats.throttled_ms > before.throttled_ms,
+        "{name}: the limiter held the scan back: {stats:?}"
+    );
+    let bound = quiet.max.max(10) + (250 / TICK.as_millis() as u64);
+    assert!(
+        busy.max <= bound,
+        "{name}: the tail fell {} records behind during the limited scan (alone: {}, bound {bound})",
+        busy.max,
+        quiet.max
+    );
+    store.shutdown().await.unwrap();
 }
 
 async fn isolation(backend: &support::TestStore) {

@@ -1,14 +1,22 @@
 //! Every tier of the read path returns the same bytes: the log cache, the block cache's memory
 //! tier, its disk tier and object storage. Each pass forces one path and proves, with
 //! `Store::read_stats`, that the path it meant to take is the one that answered. On every backend.
+//!
+//! A block cache passed in by the embedder (`Components::with_block_cache`) serves reads
+//! instead of the store's own, can serve a second store reading the same objects, and stays
+//! open after a store that used it shuts down.
 
 mod common;
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{batch, payload, Node};
-use objstream::{Offset, ReadStats, Settings, Store, StoredBatch, Stream};
+use objstream::{
+    DecodedBlock, Offset, ReadStats, Settings, SharedBlockCache, Store, StoredBatch, Stream,
+};
+use objstream_cache::{BlockCacheConfig, FoyerBlockCache};
 
 const BATCHES: u64 = 1500;
 
@@ -145,5 +153,80 @@ async fn every_tier_returns_the_same_bytes() {
         assert!(stats.disk_write_bytes > 0, "{name}: {stats:?}");
         assert!(stats.memory_held_bytes <= 256 << 10, "{name}: {stats:?}");
         store.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedders_block_cache_serves_reads_and_outlives_the_store() {
+    for backend in support::backends() {
+        let name = backend.name;
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Node::new(dir.path(), 1);
+        let store = open(&writer, dir.path(), &backend).await;
+        let s = store.create_stream().await.unwrap();
+        let mut appends = Vec::new();
+        for n in 0..BATCHES {
+            appends.push(s.append(batch(0, n)));
+        }
+        for a in appends {
+            a.await.unwrap();
+        }
+        let end = s.confirmed_offset().unwrap();
+        s.close().await.unwrap();
+        store.shutdown().await.unwrap();
+
+        // One cache, big enough for everything, shared by two reader nodes in turn.
+        let config = BlockCacheConfig {
+            memory_bytes: 64 << 20,
+            disk: None,
+        };
+        let cache: SharedBlockCache = Arc::new(
+            FoyerBlockCache::<DecodedBlock>::open(&config, None)
+                .await
+                .unwrap(),
+        );
+        let mut blocks_read = 0;
+        for (n, id) in [(2, s.id()), (3, s.id())] {
+            let node = Node::new(dir.path(), n);
+            let store = Store::open(
+                settings(&node, dir.path()),
+                objstream::Components::new(backend.store.clone(), backend.prefix.clone())
+                    .with_block_cache(cache.clone()),
+            )
+            .await
+            .unwrap();
+            let s = store.open_stream(id).await.unwrap();
+            let before = cache.stats();
+            check(&read_all(&s, end).await, "embedder's cache");
+            let after = cache.stats();
+            let stats = store.read_stats();
+            if n == 2 {
+                blocks_read = after.misses - before.misses;
+                assert!(blocks_read > 0, "{name}: the first reader filled the cache");
+                assert_eq!(
+                    stats.block_misses, blocks_read,
+                    "{name}: the store read through the embedder's cache: {stats:?}"
+                );
+            } else {
+                assert_eq!(
+                    after.misses, before.misses,
+                    "{name}: the second reader found every block in the shared cache"
+                );
+                assert!(after.memory_hits - before.memory_hits >= blocks_read);
+                assert_eq!(
+                    stats.object_gets, stats.index_misses,
+                    "{name}: only index reads went to object storage: {stats:?}"
+                );
+            }
+            s.close().await.unwrap();
+            store.shutdown().await.unwrap();
+        }
+        // Shutting the stores down left the embedder's cache open and holding the blocks.
+        assert!(
+            cache.stats().memory_bytes > 0,
+            "{name}: {:?}",
+            cache.stats()
+        );
+        cache.close().await.unwrap();
     }
 }
