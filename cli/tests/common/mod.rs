@@ -1,11 +1,12 @@
 //! Builds real stores with the objstream API and runs the `objstream` binary against them.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bytes::Bytes;
-use objstream::config::{open_url, ObjectStoreOptions};
+use objstream::config::{open_url_with_env, ObjectStoreOptions};
 use objstream::{NodeId, RecordBatch, Settings, Store, WalSettings};
 
 /// Which WAL backend the built store used.
@@ -46,13 +47,25 @@ fn payload(stream: u64, n: u64) -> Bytes {
     Bytes::from(v)
 }
 
-/// Builds a store with `wal`: two streams, three flushed rounds of appends (several objects,
-/// manifest records and checkpoints every 4 records), then a few appends only in the WAL.
+/// Builds a store with `wal` in a local directory: two streams, three flushed rounds of
+/// appends (several objects, manifest records and checkpoints every 4 records), then a few
+/// appends only in the WAL.
 pub fn build(wal: Wal) -> Built {
     let dir = tempfile::tempdir().unwrap();
     let objects = dir.path().join("objects");
     std::fs::create_dir_all(&objects).unwrap();
     let url = format!("file://{}", objects.display());
+    build_at(dir, url, wal, &HashMap::new())
+}
+
+/// Builds the store of [`build`] at `url`, the S3 settings taken from `env`.
+pub fn build_at(
+    dir: tempfile::TempDir,
+    url: String,
+    wal: Wal,
+    env: &HashMap<String, String>,
+) -> Built {
+    let objects = dir.path().join("objects");
     let wal_path = match wal {
         Wal::File => dir.path().join("wal"),
         Wal::Block => dir.path().join("wal.block"),
@@ -79,7 +92,7 @@ pub fn build(wal: Wal) -> Built {
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let location = open_url(&url, &ObjectStoreOptions::default()).unwrap();
+        let location = open_url_with_env(&url, &ObjectStoreOptions::default(), env).unwrap();
         let store = Store::open(settings, location.into_components())
             .await
             .unwrap();
