@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Objects are immutable and their ids are never reused, so an entry never goes stale: it only
-//! leaves when the cache needs room (or when the object is deleted and the caller removes it).
+//! leaves when the cache needs room, or when the caller removes it. Blocks of a deleted object
+//! need not be removed: no later read can ask for them (no manifest entry names the object, and
+//! no other object ever gets its id), so they simply age out.
 //!
 //! The store talks to this trait only, so the implementation behind it (today foyer's hybrid
 //! cache, [`FoyerBlockCache`](crate::FoyerBlockCache)) can change without touching the read path.
@@ -181,7 +183,8 @@ pub trait BlockCache<V: BlockValue, E>: Send + Sync {
     /// True when the memory tier holds `key`, or the disk tier may (a cheap check, no I/O).
     fn contains(&self, key: &BlockKey) -> bool;
 
-    /// Drops `key` from every tier (its object was deleted).
+    /// Drops `key` from every tier (for example when its object was deleted, to free the room
+    /// sooner than eviction would).
     fn remove(&self, key: &BlockKey);
 
     /// Current counters.

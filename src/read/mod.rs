@@ -14,10 +14,12 @@
 //! on into the tail. The store's lock is taken only to copy log cache entries out; nothing on the
 //! read path holds a lock across an await, so a slow reader never holds up appends.
 //!
-//! Modules: [`objects`] (index and block reads, merged GETs, prefetch), [`read_ahead`] (cursors
-//! and windows), [`limiter`] (bandwidth by priority), [`block`] (decoded blocks and their disk
-//! encoding), [`stats`] (what [`Store::read_stats`](crate::Store::read_stats) returns), `lru`
-//! (the index cache).
+//! Modules: [`objects`] (index and block reads, merged GETs), [`prefetch`] (planning and
+//! issuing read-ahead, whole-object reads), [`inflight`] (GETs in flight, which reads of the
+//! same bytes join), [`read_ahead`] (cursors and windows), [`limiter`] (bandwidth by
+//! priority), [`block`] (decoded blocks and their disk encoding), [`stats`] (what
+//! [`Store::read_stats`](crate::Store::read_stats) returns), `lru` (the index cache). The
+//! settings, their trade-offs and the metrics are described in `docs/reading.md`.
 
 mod block;
 mod inflight;

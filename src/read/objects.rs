@@ -7,10 +7,10 @@
 //!        └─ blocks the fetch needs ─► block cache get_or_fetch ─hit─► batches
 //!                                         │ miss
 //!                                         ▼
-//!             adjacent missing blocks share one range GET (≤ MAX_MERGED_GET), each block
-//!             decoded on its own (zstd blocks on a blocking thread)
-//! after_read ─► read-ahead plan ─► spawned prefetch: same merged GETs, low priority, within the
-//!               in-flight budget, through the limiter
+//!             a GET in flight covers the block (`InFlight`)? ─► slice it from that GET
+//!             else adjacent missing blocks share one range GET (≤ MAX_MERGED_GET), itself
+//!             recorded in flight; each block decoded on its own (zstd on a blocking thread)
+//! after_read (module `prefetch`) ─► read-ahead plan ─► background GETs, low priority
 //! ```
 //!
 //! Every GET takes tokens from the [`Limiter`] at the fetch's priority first. No lock is held

@@ -7,7 +7,10 @@
 //!   or by read-ahead) and by disk-tier hits; blocks of catch-up reads and read-ahead enter at low
 //!   priority and leave first;
 //! - the disk tier (when configured) is filled by blocks leaving the memory tier;
-//! - object storage answers the rest: index reads, block reads and read-ahead.
+//! - the index cache is filled by every index read (a tail GET, or the end of a whole-object
+//!   read-ahead GET);
+//! - object storage answers the rest: index reads, block reads and read-ahead. A read of bytes
+//!   that a GET in flight covers joins it, so `object_gets` counts requests really sent.
 //!
 //! Byte gauges (`*_held_bytes`) report what is really held at the moment, not the configured size.
 
@@ -44,13 +47,15 @@ pub struct ReadStats {
     pub object_gets: u64,
     /// Bytes those GETs returned.
     pub object_bytes: u64,
-    /// Bytes read ahead (prefetched) from object storage.
+    /// Bytes read ahead (prefetched) from object storage, whole-object reads' indexes and
+    /// other streams' blocks included.
     pub read_ahead_bytes: u64,
     /// GETs made by read-ahead (adjacent blocks merged into one).
     pub read_ahead_gets: u64,
     /// Prefetched bytes that a later fetch used.
     pub read_ahead_used_bytes: u64,
-    /// Prefetched bytes that left the memory tier before any fetch used them.
+    /// Prefetched bytes that left the memory tier before any fetch used them, plus the bytes
+    /// of other streams' blocks that whole-object read-ahead GETs brought along.
     pub read_ahead_wasted_bytes: u64,
     /// Time catch-up reads and read-ahead spent waiting for the bandwidth limiter, in ms.
     pub throttled_ms: u64,
