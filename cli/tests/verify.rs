@@ -131,3 +131,58 @@ fn an_object_the_manifest_does_not_reference_is_a_warning_not_a_failure() {
     );
     assert_eq!(json["warnings"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn manifest_shows_a_damaged_record_as_corrupt_and_exits_1() {
+    let built = build(Wal::File);
+    flip(&manifest_file(&built, "manifest", 3), 30);
+    let out = run(&["manifest", &built.url]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.starts_with("3 ")).unwrap();
+    assert!(line.contains("CORRUPT") && line.contains("crc"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("4 ")),
+        "later records are still shown"
+    );
+}
+
+#[test]
+fn a_well_formed_record_that_does_not_apply_is_reported() {
+    use objstream::manifest::{decode_record, encode_record, Change};
+    let built = build(Wal::File);
+    let path = manifest_file(&built, "manifest", 3);
+    let mut record = decode_record("r", 3, &std::fs::read(&path).unwrap()).unwrap();
+    // Opening a stream that does not exist: checksums fine, history impossible.
+    record.change = Change::OpenStream {
+        stream: objstream::StreamId(99),
+        node: objstream::NodeId(built.node),
+        node_epoch: objstream::Epoch(1),
+    };
+    std::fs::write(&path, encode_record(&record).unwrap()).unwrap();
+    let (code, text, _) = verify(&built);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("manifest/00000000000000000003"), "{text}");
+    assert!(text.contains("does not apply"), "{text}");
+}
+
+#[test]
+fn a_well_formed_checkpoint_that_disagrees_with_the_log_is_reported() {
+    use objstream::manifest::{decode_checkpoint, encode_checkpoint, ManifestState};
+    let built = build(Wal::File);
+    let path = common::files_under(&built.objects.join("manifest-checkpoint")).remove(0);
+    let seq: u64 = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+    let state = decode_checkpoint("c", seq, &std::fs::read(&path).unwrap()).unwrap();
+    // The same state with one more object id handed out: valid, but not what the log says.
+    let mut json = serde_json::to_value(&state).unwrap();
+    let next = json["next_object_id"].as_u64().unwrap();
+    json["next_object_id"] = (next + 1).into();
+    let changed: ManifestState = serde_json::from_value(json).unwrap();
+    std::fs::write(&path, encode_checkpoint(&changed).unwrap()).unwrap();
+    let (code, text, _) = verify(&built);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("differs from the log replayed to record {seq}")),
+        "{text}"
+    );
+}
