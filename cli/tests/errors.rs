@@ -85,3 +85,16 @@ fn a_block_wal_dump_of_a_file_that_is_not_one_reports_corruption() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(common::stdout(&out).contains("no valid header slot"));
 }
+
+#[test]
+fn an_object_wal_dump_of_a_node_without_slots_says_so_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let out = run(&["wal", "object", &url, "12"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no slots under wal/00000000000000000012"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -30,12 +30,20 @@ pub(super) async fn dump(args: &StoreArgs, node: u64) -> Result<Dump, Failure> {
         .filter_map(|m| parse_slot_key(&prefix, &m.location).map(|s| (s, m.location)))
         .collect();
     slots.sort();
+    if slots.is_empty() {
+        eprintln!(
+            "objstream: no slots under {prefix}: the WAL is empty (trimmed), or the node id or \
+             URL is not the one meant"
+        );
+    }
+    let keys = slots.iter().map(|(_, key)| key.clone()).collect();
+    let read = crate::manifest_log::get_all(&store, keys).await?;
     let mut parts = Vec::new();
-    for (slot, key) in slots {
-        let Some(bytes) = crate::manifest_log::get(&store, &key).await? else {
-            continue; // Trimmed between the LIST and the GET.
-        };
-        parts.push(object_slot(slot, &key, &bytes));
+    for ((slot, key), (_, bytes)) in slots.iter().zip(read) {
+        // None: trimmed between the LIST and the GET.
+        if let Some(bytes) = bytes {
+            parts.push(object_slot(*slot, key, &bytes));
+        }
     }
     Ok(finish("object", prefix.to_string(), parts))
 }
