@@ -59,10 +59,12 @@
 //! slot with a lower epoch, which the other copy outranks. So a fenced writer never takes the
 //! device back.
 //!
-//! What this does not stop: the previous writer's *unacknowledged* writes in flight when the
-//! open ran (at most four, issued before its next check) may still land after the new owner's
-//! replay, over ring space the new owner is about to use. Their records were never
-//! acknowledged, but their bytes can damage the new owner's writes at the same place. Only the
+//! What this does not stop: the previous writer's *unacknowledged* writes may still land after
+//! the new owner's replay, over ring space the new owner is about to use: at most eight, the
+//! four that may be in flight at `H` and four more issued into the slots freed by writes whose
+//! checks began before `H` (every check that begins after `H` fails and latches the error, and
+//! nothing is issued after that). Their records were never acknowledged, but their bytes can
+//! damage the new owner's writes at the same place. Only the
 //! storage can refuse a fenced host's I/O: detaching the volume from the failed node, or
 //! fencing it with NVMe reservations on EBS Multi-Attach, before the takeover, and reattaching
 //! it where it is needed, is the orchestrator's job, not this crate's. The header check makes
