@@ -235,3 +235,46 @@ fn a_damaged_wal_frame_before_later_writes_is_reported_with_exit_code_1() {
     );
     assert!(rows.len() > 1, "the dump goes on after the damage");
 }
+
+#[test]
+fn object_marks_a_damaged_block_bad_and_exits_1() {
+    let built = build(Wal::File);
+    let file = object_files(&built).remove(0);
+    common::flip(&file, 60);
+    let out = run(&["object", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("BAD: ") && text.contains("1 bad blocks"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("  ok").count() + 1,
+        text.matches("zstd").count() + text.matches("none").count(),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_damaged_block_or_object_wal_record_is_reported_with_exit_code_1() {
+    let built = build(Wal::Block);
+    let (_, json) = run_json(&["wal", "block", built.wal_path.to_str().unwrap()]);
+    let first = json["parts"][0]["rows"][0]["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let offset: i64 = first.trim_start_matches("device+").parse().unwrap();
+    common::flip(&built.wal_path, offset + 30);
+    let (out, json) = run_json(&["wal", "block", built.wal_path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{json}");
+    assert_eq!(json["parts"][0]["rows"][0]["crc"], "bad");
+
+    let built = build(Wal::Object);
+    let slot = common::files_under(&built.objects.join("wal"))
+        .pop()
+        .unwrap();
+    common::flip(&slot, -3);
+    let (out, json) = run_json(&["wal", "object", &built.url, &built.node.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{json}");
+    assert_eq!(json["corrupt"], true);
+}

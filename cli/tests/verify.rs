@@ -186,3 +186,36 @@ fn a_well_formed_checkpoint_that_disagrees_with_the_log_is_reported() {
         "{text}"
     );
 }
+
+#[test]
+fn records_removed_below_a_checkpoint_are_fine_and_a_hole_in_the_log_is_not() {
+    let built = build(Wal::File);
+    let checkpoints = common::files_under(&built.objects.join("manifest-checkpoint"));
+    let first: u64 = checkpoints[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // As the store's garbage collection leaves it: the records up to the first checkpoint gone.
+    for seq in 1..=first {
+        std::fs::remove_file(manifest_file(&built, "manifest", seq)).unwrap();
+    }
+    let (code, text, json) = verify(&built);
+    assert_eq!(code, Some(0), "{text}");
+    let last = common::files_under(&built.objects.join("manifest")).len() as u64 + first;
+    assert_eq!(json["replayed_to"], last);
+
+    // A record missing past every checkpoint is a hole.
+    for checkpoint in &checkpoints[1..] {
+        std::fs::remove_file(checkpoint).unwrap();
+    }
+    std::fs::remove_file(manifest_file(&built, "manifest", last - 1)).unwrap();
+    let (code, text, _) = verify(&built);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("records {}..{} are missing", last - 1, last - 1)),
+        "{text}"
+    );
+}
