@@ -12,7 +12,7 @@
 //!   the time to the response head (the body streams later), its bytes the returned range;
 //! - `get_ranges` is one `get_range` (the inner store may coalesce or split it);
 //! - a LIST is one `list`, timed from the call to the end of its stream (or its drop), with the
-//!   outcome of its first error;
+//!   outcome of its first error (a LIST stream dropped before it was polled is not counted);
 //! - `delete_stream` counts each location's result as one `delete`, timed from the previous
 //!   result (or the call);
 //! - a multipart upload counts `put_multipart` (the create), each `put_part`, and the
@@ -393,6 +393,8 @@ struct MeteredList {
     inner: BoxStream<'static, Result<ObjectMeta>>,
     started: Instant,
     outcome: Outcome,
+    /// Set once the stream was polled: a LIST never polled sent no request.
+    polled: bool,
     recorded: bool,
 }
 
@@ -403,12 +405,13 @@ impl MeteredList {
             inner,
             started: Instant::now(),
             outcome: Outcome::Ok,
+            polled: false,
             recorded: false,
         }
     }
 
     fn finish(&mut self) {
-        if !self.recorded {
+        if self.polled && !self.recorded {
             self.recorded = true;
             self.handles.record(Op::List, self.outcome, self.started);
         }
@@ -419,6 +422,7 @@ impl Stream for MeteredList {
     type Item = Result<ObjectMeta>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.polled = true;
         let polled = self.inner.poll_next_unpin(cx);
         match &polled {
             Poll::Ready(Some(Err(e))) if self.outcome == Outcome::Ok => {
