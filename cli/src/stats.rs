@@ -9,7 +9,9 @@
 //! - `records`: records in those blocks (trimmed ones still stored included);
 //! - `full_read_gets`: the GETs a reader with cold caches makes to read `[start, end)`: per
 //!   object the index GETs, then one range GET per run of adjacent blocks up to 32 MiB (the
-//!   read path merges adjacent blocks into one GET up to that size).
+//!   read path merges adjacent blocks into one GET up to that size). It counts the fetch path
+//!   alone: read-ahead for a sequential reader can take an object the stream fills with one
+//!   whole-object GET, saving its index GET, so a catch-up scan may make fewer.
 
 use std::collections::BTreeMap;
 
