@@ -10,8 +10,8 @@
 //!    split large stream set objects into stream objects; merge small stream set objects of one
 //!    size tier, splitting out streams with enough data in them; merge neighbouring stream objects
 //!    of one stream and tier; rewrite objects that are mostly trimmed.
-//! 3. **Execute** (module `execute`): read the source objects by range (charged to a bandwidth
-//!    limiter), write the new objects, and commit the replacement as one manifest
+//! 3. **Execute** (module `execute`): read each source object whole with one GET (charged to a
+//!    bandwidth limiter), write the new objects, and commit the replacement as one manifest
 //!    `ReplaceObjects` record that removes the old ids and adds the new objects. A plan that
 //!    conflicts with a concurrent commit is planned again, never forced.
 //! 4. **Collect garbage** ([`gc`]): replaced objects, and uploads that were never committed, are
