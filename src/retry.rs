@@ -11,40 +11,31 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::GetResult;
 
+use objstream_wal::retry::RetryPolicy;
+
 use crate::error::{Error, ErrorDetail, Result};
 
-/// Attempts before a transient error is given up on (about two minutes with the caps below).
-const MAX_ATTEMPTS: u32 = 30;
-const FIRST_DELAY: Duration = Duration::from_millis(20);
-const MAX_DELAY: Duration = Duration::from_secs(5);
+/// How the store retries: about two minutes of a store that keeps failing before a call gives
+/// up, delays from 20 ms doubling to 5 s.
+const POLICY: RetryPolicy = RetryPolicy {
+    initial_delay: Duration::from_millis(20),
+    max_delay: Duration::from_secs(5),
+    max_attempts: 31,
+};
 
-/// Capped exponential backoff with jitter.
-pub struct Backoff {
-    attempt: u32,
-    rng: u64,
-}
+/// Capped exponential backoff with seeded jitter ([`objstream_wal::retry::Backoff`] under the
+/// store's policy). Past its attempts it keeps waiting the longest delay, for loops that never
+/// give up (a commit that must land); [`retry_transient`] stops there instead.
+pub struct Backoff(objstream_wal::retry::Backoff);
 
 impl Backoff {
     /// A backoff whose jitter is seeded by `seed` (an object id, a sequence number).
     pub fn for_uploads(seed: u64) -> Self {
-        Backoff {
-            attempt: 0,
-            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-        }
+        Backoff(objstream_wal::retry::Backoff::new(POLICY, seed))
     }
 
-    /// The next delay: between half and all of `FIRST_DELAY × 2^attempt`, capped.
     fn next_delay(&mut self) -> Duration {
-        let base = FIRST_DELAY
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(MAX_DELAY);
-        self.attempt += 1;
-        // xorshift64
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let half = base / 2;
-        half + Duration::from_nanos(self.rng % (half.as_nanos() as u64).max(1))
+        self.0.next_delay().unwrap_or(POLICY.max_delay)
     }
 
     /// Sleeps for the next delay.
@@ -53,29 +44,13 @@ impl Backoff {
     }
 
     fn exhausted(&self) -> bool {
-        self.attempt >= MAX_ATTEMPTS
+        self.0.attempts() + 1 >= POLICY.max_attempts
     }
 }
 
-/// True for object store errors worth retrying: everything but the answers that say something
-/// about the object or the request (not found, exists, precondition, bad path, no permission).
-/// Throttling (`503 Slow Down`), timeouts, resets and other transport failures all arrive as
-/// `Generic` errors, so they are retried.
+/// True for object store errors worth retrying (see [`objstream_wal::retry::is_transient`]).
 pub(crate) fn is_transient_store(e: &object_store::Error) -> bool {
-    use object_store::Error as E;
-    !matches!(
-        e,
-        E::NotFound { .. }
-            | E::AlreadyExists { .. }
-            | E::Precondition { .. }
-            | E::NotModified { .. }
-            | E::NotSupported { .. }
-            | E::NotImplemented { .. }
-            | E::InvalidPath { .. }
-            | E::UnknownConfigurationKey { .. }
-            | E::PermissionDenied { .. }
-            | E::Unauthenticated { .. }
-    )
+    objstream_wal::retry::is_transient(e)
 }
 
 /// True for store errors that come from a transient object store failure.
@@ -118,7 +93,7 @@ where
     loop {
         match call().await {
             Err(e) if is_transient(&e) && !backoff.exhausted() => {
-                tracing::warn!(operation, %path, attempt = backoff.attempt + 1, error = %e, "object store call failed; retrying");
+                tracing::warn!(operation, %path, attempt = backoff.0.attempts() + 1, error = %e, "object store call failed; retrying");
                 backoff.wait().await;
             }
             done => return done,
@@ -156,20 +131,11 @@ mod tests {
     fn delays_grow_and_stay_capped() {
         let mut b = Backoff::for_uploads(7);
         let first = b.next_delay();
-        assert!(first >= FIRST_DELAY / 2 && first <= FIRST_DELAY);
+        assert!(first >= POLICY.initial_delay / 2 && first <= POLICY.initial_delay);
         for _ in 0..40 {
-            assert!(b.next_delay() <= MAX_DELAY);
+            assert!(b.next_delay() <= POLICY.max_delay);
         }
         assert!(b.exhausted());
-    }
-
-    #[test]
-    fn jitter_is_reproducible_from_its_seed() {
-        let mut a = Backoff::for_uploads(3);
-        let mut b = Backoff::for_uploads(3);
-        for _ in 0..5 {
-            assert_eq!(a.next_delay(), b.next_delay());
-        }
     }
 
     #[test]

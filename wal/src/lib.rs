@@ -29,6 +29,7 @@ pub mod block;
 pub mod file;
 pub mod frame;
 pub mod object;
+pub mod retry;
 
 pub use block::{BlockWal, BlockWalOptions};
 pub use file::{FileWal, FileWalOptions};
