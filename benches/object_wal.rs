@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use objstream::testing::{FaultyObjectStore, OpKind};
@@ -282,6 +282,26 @@ fn bench(c: &mut Criterion) {
         puts as f64 / (bytes as f64 / 1e9),
     ));
     drop(wal);
+    // The sizes of the data objects it wrote (fences are a bare 64-byte header).
+    let mut sizes: Vec<u64> = rt.block_on(async {
+        store
+            .list(Some(&prefix.clone().join("wal-saturation")))
+            .map_ok(|meta| meta.size)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+    });
+    sizes.retain(|&size| size > 64);
+    sizes.sort_unstable();
+    let full = sizes
+        .iter()
+        .filter(|&&size| size >= ObjectWalOptions::default().batch_bytes as u64)
+        .count();
+    summary.push(format!(
+        "  WAL objects at saturation: median {:.2} MiB, {full} of {} at batch_bytes or more (the rest: the ramp at the start and the tail at the end)",
+        sizes.get(sizes.len() / 2).copied().unwrap_or(0) as f64 / (1 << 20) as f64,
+        sizes.len(),
+    ));
 
     // 5. Takeover of 64 MiB of unflushed WAL.
     let takeover_bytes = if quick() {
