@@ -356,6 +356,7 @@ impl Compactor {
                 stream: t.stream,
                 epoch: t.epoch,
                 new_start: t.new_start,
+                compactor_epoch: Some(self.epoch()),
             };
             match inner.meta.commit(change).await {
                 Ok(_) => report.trimmed_streams += 1,

@@ -98,6 +98,7 @@ fn objects_holding_only_trimmed_or_deleted_data_are_removed_without_replacement(
             stream: StreamId(0),
             epoch: Epoch(1),
             new_start: Offset(10),
+            compactor_epoch: None,
         })
         .unwrap();
     f.state
@@ -216,6 +217,7 @@ fn a_mostly_trimmed_object_is_rewritten_keeping_the_live_part() {
             stream: StreamId(0),
             epoch: Epoch(1),
             new_start: Offset(70),
+            compactor_epoch: None,
         })
         .unwrap();
     let plans = f.plans();

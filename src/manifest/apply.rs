@@ -24,6 +24,8 @@
 //!    except offsets below a stream's trim point or of a deleted stream, which it may drop.
 //! 8. A node's WAL floor only rises. A node raises its own (with a commit or `TrimWal`); a live
 //!    node raises the floor of a node fenced at its current epoch, after recovering its WAL.
+//! 9. A compactor acts only under the current compactor epoch: its replacements, and the trims it
+//!    makes for retention. An older epoch is fenced.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,7 +57,13 @@ impl ManifestState {
                 stream,
                 epoch,
                 new_start,
-            } => self.trim_stream(*stream, *epoch, *new_start),
+                compactor_epoch,
+            } => {
+                if let Some(compactor) = compactor_epoch {
+                    self.check_compactor(*compactor)?;
+                }
+                self.trim_stream(*stream, *epoch, *new_start)
+            }
             Change::DeleteStream { stream, epoch } => self.delete_stream(*stream, *epoch),
             Change::AllocateObjectIds {
                 node,
@@ -347,12 +355,8 @@ impl ManifestState {
         Ok(Outcome::Done)
     }
 
-    fn replace_objects(
-        &mut self,
-        compactor_epoch: Epoch,
-        removed: &[ObjectId],
-        added: &[ObjectMeta],
-    ) -> Result<Outcome> {
+    /// `compactor_epoch` is the current compactor epoch: an older one is fenced.
+    fn check_compactor(&self, compactor_epoch: Epoch) -> Result<()> {
         if compactor_epoch < self.compactor_epoch {
             return Err(Error::fenced(format!(
                 "compactor {compactor_epoch} is older than the current {}",
@@ -365,6 +369,16 @@ impl ManifestState {
                 self.compactor_epoch
             )));
         }
+        Ok(())
+    }
+
+    fn replace_objects(
+        &mut self,
+        compactor_epoch: Epoch,
+        removed: &[ObjectId],
+        added: &[ObjectMeta],
+    ) -> Result<Outcome> {
+        self.check_compactor(compactor_epoch)?;
         if removed.is_empty() {
             return Err(Error::invalid("a replacement that removes nothing"));
         }

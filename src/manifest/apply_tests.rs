@@ -375,6 +375,7 @@ fn trimming_moves_the_start_within_the_committed_range() {
         stream: S,
         epoch: Epoch(epoch),
         new_start: Offset(to),
+        compactor_epoch: None,
     };
     assert_eq!(ok(&mut state, trim(1, 15)), Outcome::Done);
     assert_eq!(stream(&state).start, Offset(15));
@@ -860,6 +861,22 @@ fn a_stale_or_unstarted_compactor_is_refused() {
 }
 
 #[test]
+fn a_retention_trim_from_a_fenced_compactor_is_refused() {
+    let mut state = compacting();
+    ok(&mut state, Change::OpenCompactor);
+    let trim = |compactor: u64, new_start: u64| Change::TrimStream {
+        stream: S,
+        epoch: Epoch(1),
+        new_start: Offset(new_start),
+        compactor_epoch: Some(Epoch(compactor)),
+    };
+    assert!(refused(&mut state, trim(1, 5)).is_fenced());
+    assert_eq!(stream(&state).start, Offset(0));
+    ok(&mut state, trim(2, 5));
+    assert_eq!(stream(&state).start, Offset(5));
+}
+
+#[test]
 fn a_replacement_that_loses_offsets_above_the_trim_point_is_refused() {
     let mut state = compacting();
     ok(
@@ -868,6 +885,7 @@ fn a_replacement_that_loses_offsets_above_the_trim_point_is_refused() {
             stream: S,
             epoch: Epoch(1),
             new_start: Offset(5),
+            compactor_epoch: None,
         },
     );
     let short = vec![object(5, ObjectKind::Stream, vec![range(S, 1, 6, 20)])];
@@ -892,6 +910,7 @@ fn a_replacement_may_drop_everything_below_the_trim_point_or_of_a_deleted_stream
             stream: S,
             epoch: Epoch(1),
             new_start: Offset(10),
+            compactor_epoch: None,
         },
     );
     ok(&mut state, replace(1, &[0], vec![]));
@@ -953,6 +972,7 @@ fn replaying_the_same_changes_yields_the_same_state() {
             stream: S,
             epoch: Epoch(1),
             new_start: Offset(3),
+            compactor_epoch: None,
         },
     ];
     let mut first = ManifestState::new();

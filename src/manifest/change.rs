@@ -69,6 +69,10 @@ pub enum Change {
         epoch: Epoch,
         /// The new first readable offset: at least the current one, at most the committed end.
         new_start: Offset,
+        /// Set when a compactor trims for retention: it must be the current compactor epoch,
+        /// so a fenced compactor trims nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compactor_epoch: Option<Epoch>,
     },
     /// Deletes a stream. Its objects keep their ranges until compaction removes them.
     DeleteStream {

@@ -268,6 +268,7 @@ impl Stream {
                 stream: self.id,
                 epoch: self.epoch,
                 new_start,
+                compactor_epoch: None,
             })
             .await?;
         let mut core = self.inner.core.lock();

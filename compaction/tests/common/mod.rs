@@ -284,6 +284,7 @@ impl Cluster {
                 stream,
                 epoch: s.epoch,
                 new_start,
+                compactor_epoch: None,
             })
             .await
             .unwrap();
