@@ -121,8 +121,9 @@ pub struct ObjectWalIdentity {
 /// Tunables of an [`ObjectWal`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectWalOptions {
-    /// Cut an object once this many bytes of frames are queued. Larger objects cost fewer PUTs
-    /// per GB; smaller ones acknowledge sooner under light load. Default 4 MiB.
+    /// Cut an object once this many bytes of frames are queued; it holds at least this many
+    /// (less than one record more) when that many wait. Larger objects cost fewer PUTs per GB;
+    /// smaller ones acknowledge sooner under light load. Default 4 MiB.
     pub batch_bytes: usize,
     /// Cut an object once the first queued record has waited this long. Bounds the latency a
     /// lone append adds to a PUT. Default 2 ms (S3 Express PUTs take single-digit milliseconds).

@@ -79,8 +79,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Takes the next object's records off the queue (at least one, then as many as fit in
-/// `batch_bytes`), gives it the next slot and registers its callers as in flight.
+/// Takes the next object's records off the queue (at least one, then more until the object
+/// holds `batch_bytes`: it may pass it by less than one record, so that objects at saturation
+/// are never smaller than `batch_bytes`), gives it the next slot and registers its callers as
+/// in flight.
 fn cut(st: &mut State, batch_bytes: usize) -> (u64, Vec<Bytes>) {
     let slot = st.next_slot;
     st.next_slot += 1;
@@ -90,7 +92,8 @@ fn cut(st: &mut State, batch_bytes: usize) -> (u64, Vec<Bytes>) {
     let mut bytes = 0;
     while let Some(next) = st.queue.front() {
         let len = frame::frame_len(next.record.len());
-        if !records.is_empty() && bytes + len > batch_bytes {
+        // A record larger than a whole batch goes alone.
+        if !records.is_empty() && (bytes >= batch_bytes || len > batch_bytes) {
             break;
         }
         let Some(p) = st.queue.pop_front() else { break };
@@ -253,16 +256,19 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_takes_records_up_to_the_batch_size_at_dense_positions() {
+    fn a_cut_takes_records_until_the_batch_size_is_reached_at_dense_positions() {
         let mut st = state(10);
         let _rx: Vec<_> = (0..5).map(|_| queue(&mut st, 40)).collect();
-        // Frames of 64 bytes: two fit in 130 bytes, the third does not.
+        // Frames of 64 bytes: two make 128 bytes, short of 130; the third reaches it.
         let (slot, records) = cut(&mut st, 130);
-        assert_eq!((slot, records.len()), (10, 2));
+        assert_eq!((slot, records.len()), (10, 3));
         let positions: Vec<u64> = st.in_flight[&10].waiters.iter().map(|w| w.0 .0).collect();
-        assert_eq!(positions, vec![(10 << 32) | 64, (10 << 32) | 128]);
-        assert_eq!(st.queue.len(), 3);
-        assert_eq!(st.queued_bytes, 3 * 64);
+        assert_eq!(
+            positions,
+            vec![(10 << 32) | 64, (10 << 32) | 128, (10 << 32) | 192]
+        );
+        assert_eq!(st.queue.len(), 2);
+        assert_eq!(st.queued_bytes, 2 * 64);
         assert_eq!(st.next_slot, 11);
     }
 
