@@ -25,7 +25,7 @@ use bytes::Bytes;
 
 use super::device::BLOCK;
 use super::header::{Header, HEADER_AREA};
-use super::ring::{align_up, Ring, PAD_MAGIC};
+use super::ring::{align_up, is_pad, Ring};
 use crate::frame::{self, Decoded, RawHeader, FRAME_MAGIC};
 use crate::{WalError, WalResult};
 
@@ -253,7 +253,7 @@ impl Scan<'_> {
                     pos += f.len as u64;
                     continue;
                 }
-                _ if pos % BLOCK_U64 == 0 && is_marker(self.ring, pos, view) => {
+                _ if pos % BLOCK_U64 == 0 && is_pad(self.ring, pos, view) => {
                     let next_lap = self.ring.lap_end(pos);
                     entries.push(RingEntry::Marker {
                         position: pos,
@@ -324,23 +324,6 @@ impl Scan<'_> {
         }
         Ok(None)
     }
-}
-
-/// Whether `bytes` hold a valid padding marker for position `pos` (the layout is in module
-/// `ring`: magic, crc32c over bytes 8..24, the position, the bytes to the lap's end).
-fn is_marker(ring: Ring, pos: u64, bytes: &[u8]) -> bool {
-    let Some(h) = bytes.get(..frame::HEADER_LEN) else {
-        return false;
-    };
-    let word = |at: usize| {
-        let mut b = [0; 8];
-        b.copy_from_slice(&h[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    h[0..4] == PAD_MAGIC.to_le_bytes()
-        && h[4..8] == crc32c::crc32c(&h[8..24]).to_le_bytes()
-        && word(8) == pos
-        && word(16) == ring.lap_end(pos) - pos
 }
 
 /// Reads the ring in chunks that never cross a lap's end.

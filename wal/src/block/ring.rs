@@ -92,7 +92,7 @@ pub fn encode_pad(ring: Ring, pos: u64, out: &mut [u8]) {
 }
 
 /// Whether `bytes` hold a valid padding marker for position `pos`.
-fn is_pad(ring: Ring, pos: u64, bytes: &[u8]) -> bool {
+pub(crate) fn is_pad(ring: Ring, pos: u64, bytes: &[u8]) -> bool {
     let Some(h) = bytes.get(..frame::HEADER_LEN) else {
         return false;
     };
