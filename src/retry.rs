@@ -11,14 +11,9 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::GetResult;
 
-use futures::TryStreamExt;
-use objstream_wal::block::AlignedBuf;
 use objstream_wal::retry::RetryPolicy;
 
 use crate::error::{Error, ErrorDetail, Result};
-
-/// Bodies of at least this many bytes are read into huge-page-backed memory ([`read_body`]).
-const HUGE_PAGE_BODY: u64 = 2 << 20;
 
 /// How the store retries: about two minutes of a store that keeps failing before a call gives
 /// up, delays from 20 ms doubling to 5 s.
@@ -69,34 +64,16 @@ pub(crate) fn is_transient(e: &Error) -> bool {
 pub async fn read_body(got: GetResult) -> object_store::Result<Bytes> {
     let expected = got.range.end - got.range.start;
     let location = got.meta.location.to_string();
-    let cut_short = |len: u64| object_store::Error::Generic {
-        store: "objstream",
-        source: format!(
-            "a read of {location} returned {len} of {expected} bytes: the response was cut short"
-        )
-        .into(),
-    };
-    let bytes = if expected >= HUGE_PAGE_BODY {
-        // A large body (a whole object, a big range) lands in memory backed by transparent huge
-        // pages: a cold scan that keeps hundreds of megabytes in the block cache otherwise spends
-        // much of its CPU on the kernel faulting in fresh 4 KiB pages.
-        let mut buf = AlignedBuf::for_bulk_reads(expected as usize);
-        let mut filled = 0usize;
-        let mut stream = got.into_stream();
-        while let Some(chunk) = stream.try_next().await? {
-            let end = filled + chunk.len();
-            if end as u64 > expected {
-                return Err(cut_short(end as u64));
-            }
-            buf[filled..end].copy_from_slice(&chunk);
-            filled = end;
-        }
-        Bytes::from_owner(buf).slice(..filled)
-    } else {
-        got.bytes().await?
-    };
+    let bytes = got.bytes().await?;
     if bytes.len() as u64 != expected {
-        return Err(cut_short(bytes.len() as u64));
+        return Err(object_store::Error::Generic {
+            store: "objstream",
+            source: format!(
+                "a read of {location} returned {} of {expected} bytes: the response was cut short",
+                bytes.len()
+            )
+            .into(),
+        });
     }
     Ok(bytes)
 }
@@ -219,27 +196,6 @@ mod tests {
         let err = read_body(short).await.unwrap_err();
         assert!(is_transient_store(&err), "{err}");
         assert!(err.to_string().contains("16 of 32 bytes"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn a_large_body_reads_whole_and_cut_short_is_still_transient() {
-        use object_store::{ObjectStore, ObjectStoreExt};
-        let store = crate::testing::FaultyObjectStore::new(std::sync::Arc::new(
-            object_store::memory::InMemory::new(),
-        ));
-        let key = Path::from("big");
-        let body: Vec<u8> = (0..(3u32 << 20) + 5).map(|i| (i % 251) as u8).collect();
-        store.put(&key, body.clone().into()).await.unwrap();
-        let whole = store.get(&key).await.unwrap();
-        assert_eq!(read_body(whole).await.unwrap(), Bytes::from(body.clone()));
-        let options = object_store::GetOptions::new().with_range(Some(7..(2 << 20) + 9));
-        let range = store.get_opts(&key, options).await.unwrap();
-        assert_eq!(read_body(range).await.unwrap(), body[7..(2 << 20) + 9]);
-        store.fail_next(1, crate::testing::Fault::TruncatedRead);
-        let short = store.get(&key).await.unwrap();
-        let err = read_body(short).await.unwrap_err();
-        assert!(is_transient_store(&err), "{err}");
-        assert!(err.to_string().contains("cut short"), "{err}");
     }
 
     #[tokio::test]
