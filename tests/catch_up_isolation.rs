@@ -294,9 +294,13 @@ async fn isolation(backend: &support::TestStore) {
         stats.memory_held_bytes <= 16 << 20,
         "{name}: the block cache kept to its size: {stats:?}"
     );
+    // The scan must not stop the tail reader: it keeps at least a quarter of the pace it had
+    // alone (both phases slow down together when the machine is loaded, so no fixed count).
     assert!(
-        busy.reads > 100,
-        "{name}: the tail reader kept reading during the scan"
+        busy.reads > 0 && busy.reads * 4 >= quiet.reads,
+        "{name}: the tail reader kept reading during the scan ({} fetches, {} alone)",
+        busy.reads,
+        quiet.reads
     );
     // One tick's worth of records arrives during each fetch; the scan may slow the tail down
     // a little, never by more than a quarter of a second of appends.
