@@ -15,13 +15,15 @@
 //! number of bytes as compaction wrote, in objects of the same sizes, one request at a time as
 //! the compactor issues them.
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use objstream::format::ObjectBuilder;
@@ -45,20 +47,9 @@ fn backend() -> (
     Option<tempfile::TempDir>,
 ) {
     match std::env::var("OBJSTREAM_TEST_S3_ENDPOINT") {
-        Ok(endpoint) => {
-            let var = |n: &str| std::env::var(n).unwrap_or_else(|_| panic!("{n} is not set"));
-            let s3 = AmazonS3Builder::new()
-                .with_endpoint(endpoint)
-                .with_allow_http(true)
-                .with_virtual_hosted_style_request(false)
-                .with_bucket_name(var("OBJSTREAM_TEST_S3_BUCKET"))
-                .with_region(var("OBJSTREAM_TEST_S3_REGION"))
-                .with_access_key_id(var("OBJSTREAM_TEST_S3_ACCESS_KEY_ID"))
-                .with_secret_access_key(var("OBJSTREAM_TEST_S3_SECRET_ACCESS_KEY"))
-                .with_conditional_put(S3ConditionalPut::ETagMatch)
-                .build()
-                .expect("S3 client");
-            ("s3 test server", Arc::new(s3), None)
+        Ok(_) => {
+            let s3 = support::s3_store();
+            ("s3 test server", s3.store, None)
         }
         Err(_) => {
             let dir = tempfile::tempdir().expect("temp dir");

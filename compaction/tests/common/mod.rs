@@ -4,6 +4,9 @@
 //! alone, so a test compares what is stored with what was written.
 #![allow(dead_code)]
 
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -447,26 +450,10 @@ pub async fn try_read_stream(
 }
 
 /// The S3 test server named by `OBJSTREAM_TEST_S3_*` (`scripts/s3-server.sh env`), with a
-/// prefix of its own; `None` when it is not configured.
+/// prefix of its own, opened as every test of the workspace opens it; `None` when it is not
+/// configured.
 pub fn s3_store() -> Option<(Arc<dyn ObjectStore>, Path)> {
-    use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-    let endpoint = std::env::var("OBJSTREAM_TEST_S3_ENDPOINT").ok()?;
-    let var = |n: &str| std::env::var(n).unwrap_or_else(|_| panic!("{n} is not set"));
-    let store = AmazonS3Builder::new()
-        .with_endpoint(endpoint)
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .with_bucket_name(var("OBJSTREAM_TEST_S3_BUCKET"))
-        .with_region(var("OBJSTREAM_TEST_S3_REGION"))
-        .with_access_key_id(var("OBJSTREAM_TEST_S3_ACCESS_KEY_ID"))
-        .with_secret_access_key(var("OBJSTREAM_TEST_S3_SECRET_ACCESS_KEY"))
-        .with_conditional_put(S3ConditionalPut::ETagMatch)
-        .build()
-        .expect("S3 client");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = Path::from(format!("compaction-{}-{nanos}", std::process::id()));
-    Some((Arc::new(store), prefix))
+    std::env::var("OBJSTREAM_TEST_S3_ENDPOINT").ok()?;
+    let s3 = support::s3_store();
+    Some((s3.store, s3.prefix))
 }
