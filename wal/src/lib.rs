@@ -16,6 +16,9 @@
 //! [`ObjectWal`], batches of records in immutable objects on an object store, sealed by
 //! whoever opens the WAL next so that another node can take it over (see [`mod@object`]).
 //!
+//! Every backend reports group-commit sizes, sync latency, writes in flight, held bytes and
+//! replay through one set of metric names labelled by backend (see [`mod@metrics`]).
+//!
 //! After a failed write or fsync a WAL refuses every later call: the outcome of the failed write
 //! is unknown, and retrying past a failed fsync can silently lose data.
 
@@ -28,6 +31,7 @@ use bytes::Bytes;
 pub mod block;
 pub mod file;
 pub mod frame;
+pub mod metrics;
 pub mod object;
 pub mod retry;
 

@@ -1,0 +1,264 @@
+//! Metric names, their descriptions, and the handles every WAL backend updates.
+//!
+//! The WALs report through the [`metrics`] facade and install no exporter: an embedder that
+//! wants the numbers installs a recorder (Prometheus, StatsD, OpenTelemetry, …) **before** it
+//! opens a WAL (or the store that opens one), because every handle is registered once, when the
+//! WAL opens, and keeps pointing at the recorder that was current then. Without a recorder every
+//! update is a no-op.
+//!
+//! All three backends report through the same names, told apart by the [`LABEL_WAL`] label
+//! (`file`, `block` or `object`), so one dashboard serves whichever backend a node runs. Every
+//! name is a constant here, prefixed `objstream_wal_`, and [`describe`] registers each one's
+//! unit and description. `docs/metrics.md` lists them with what each tells an operator.
+//!
+//! What one "write" is depends on the backend:
+//!
+//! | backend | one write | made durable by |
+//! |---|---|---|
+//! | `file` | one group commit: every frame waiting when the writer woke | the `fdatasync` |
+//! | `block` | one group commit to the ring | the `O_DIRECT` write, `O_DSYNC`/`fdatasync` and header check |
+//! | `object` | one WAL object | the conditional PUT, retries included |
+//!
+//! Hot-path cost: [`WalMetrics::new`] builds every handle ([`metrics::Counter`],
+//! [`metrics::Histogram`], [`metrics::Gauge`]) with its label once; the methods only update a
+//! handle, so a write allocates nothing and takes no lock of its own. Handles are shared
+//! pointers, so cloning a [`WalMetrics`] into a writer task is cheap.
+
+use std::time::Duration;
+
+use ::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
+
+/// Bytes of one write: one group commit (file, block) or one WAL object (object).
+pub const WRITE_BYTES: &str = "objstream_wal_write_bytes";
+/// Records in one write (the group-commit size in records).
+pub const WRITE_RECORDS: &str = "objstream_wal_write_records";
+/// Time to make one write durable (fdatasync; O_DIRECT write and sync; conditional PUT).
+pub const SYNC_DURATION: &str = "objstream_wal_sync_duration_seconds";
+/// Writes, fsyncs or PUTs issued and not yet complete.
+pub const WRITES_IN_FLIGHT: &str = "objstream_wal_writes_in_flight";
+/// Bytes held between the trim point and the head.
+pub const USED_BYTES: &str = "objstream_wal_used_bytes";
+/// Bytes the WAL can hold (the block ring's size).
+pub const CAPACITY_BYTES: &str = "objstream_wal_capacity_bytes";
+/// Appends that waited because the WAL was full (ring full; PUTs at their in-flight limit).
+pub const FULL_WAITS: &str = "objstream_wal_full_waits_total";
+/// Bytes of records found and handed back by replay when the WAL opened.
+pub const REPLAYED_BYTES: &str = "objstream_wal_replayed_bytes_total";
+/// Time to read back the WAL when it opened.
+pub const REPLAY_DURATION: &str = "objstream_wal_replay_duration_seconds";
+
+/// Label: the WAL backend, `file`, `block` or `object`.
+pub const LABEL_WAL: &str = "wal";
+
+/// Registers the unit and description of every WAL metric with the current recorder. Each
+/// backend calls it when it opens and the store calls it from its own `describe`; calling it
+/// again is harmless.
+pub fn describe() {
+    describe_histogram!(
+        WRITE_BYTES,
+        Unit::Bytes,
+        "Bytes of one WAL write: a group commit (file, block) or a WAL object (object)"
+    );
+    describe_histogram!(
+        WRITE_RECORDS,
+        Unit::Count,
+        "Records in one WAL write: the group-commit size"
+    );
+    describe_histogram!(
+        SYNC_DURATION,
+        Unit::Seconds,
+        "Time to make one WAL write durable: fdatasync, O_DIRECT write and sync, or conditional PUT"
+    );
+    describe_gauge!(
+        WRITES_IN_FLIGHT,
+        Unit::Count,
+        "WAL writes, fsyncs or PUTs issued and not yet complete"
+    );
+    describe_gauge!(
+        USED_BYTES,
+        Unit::Bytes,
+        "WAL bytes held between the trim point and the head"
+    );
+    describe_gauge!(CAPACITY_BYTES, Unit::Bytes, "Bytes the WAL can hold");
+    describe_counter!(
+        FULL_WAITS,
+        Unit::Count,
+        "Appends that waited because the WAL was full or at its in-flight limit"
+    );
+    describe_counter!(
+        REPLAYED_BYTES,
+        Unit::Bytes,
+        "Record bytes read back from the WAL when it opened"
+    );
+    describe_histogram!(
+        REPLAY_DURATION,
+        Unit::Seconds,
+        "Time to read back the WAL when it opened"
+    );
+}
+
+/// Every handle one WAL updates, registered once with the recorder current at [`WalMetrics::new`].
+#[derive(Clone)]
+pub struct WalMetrics {
+    write_bytes: Histogram,
+    write_records: Histogram,
+    sync_duration: Histogram,
+    in_flight: Gauge,
+    used: Gauge,
+    capacity: Gauge,
+    full_waits: Counter,
+    replayed_bytes: Counter,
+    replay_duration: Histogram,
+}
+
+impl WalMetrics {
+    /// Describes the metrics and builds every handle with `wal = backend` (`file`, `block`,
+    /// `object`).
+    pub fn new(backend: &'static str) -> Self {
+        describe();
+        WalMetrics {
+            write_bytes: histogram!(WRITE_BYTES, LABEL_WAL => backend),
+            write_records: histogram!(WRITE_RECORDS, LABEL_WAL => backend),
+            sync_duration: histogram!(SYNC_DURATION, LABEL_WAL => backend),
+            in_flight: gauge!(WRITES_IN_FLIGHT, LABEL_WAL => backend),
+            used: gauge!(USED_BYTES, LABEL_WAL => backend),
+            capacity: gauge!(CAPACITY_BYTES, LABEL_WAL => backend),
+            full_waits: counter!(FULL_WAITS, LABEL_WAL => backend),
+            replayed_bytes: counter!(REPLAYED_BYTES, LABEL_WAL => backend),
+            replay_duration: histogram!(REPLAY_DURATION, LABEL_WAL => backend),
+        }
+    }
+
+    /// Records one durable write of `bytes` holding `records` records, made durable in
+    /// `duration`.
+    pub fn record_write(&self, bytes: u64, records: u64, duration: Duration) {
+        self.write_bytes.record(bytes as f64);
+        self.write_records.record(records as f64);
+        self.sync_duration.record(duration);
+    }
+
+    /// Sets the number of writes, fsyncs or PUTs issued and not yet complete.
+    pub fn in_flight(&self, n: usize) {
+        self.in_flight.set(n as f64);
+    }
+
+    /// Sets the bytes held between the trim point and the head.
+    pub fn used(&self, bytes: u64) {
+        self.used.set(bytes as f64);
+    }
+
+    /// Sets the bytes the WAL can hold.
+    pub fn capacity(&self, bytes: u64) {
+        self.capacity.set(bytes as f64);
+    }
+
+    /// Counts one append that had to wait because the WAL was full.
+    pub fn full_wait(&self) {
+        self.full_waits.increment(1);
+    }
+
+    /// Records the replay at open: `bytes` of records read back in `duration`.
+    pub fn replayed(&self, bytes: u64, duration: Duration) {
+        self.replayed_bytes.increment(bytes);
+        self.replay_duration.record(duration);
+    }
+}
+
+impl std::fmt::Debug for WalMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalMetrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::MetricKind;
+
+    fn value<'a>(
+        snapshot: &'a [(
+            metrics_util::CompositeKey,
+            Option<Unit>,
+            Option<::metrics::SharedString>,
+            DebugValue,
+        )],
+        kind: MetricKind,
+        name: &str,
+    ) -> &'a DebugValue {
+        snapshot
+            .iter()
+            .find(|(k, ..)| k.kind() == kind && k.key().name() == name)
+            .map(|(.., v)| v)
+            .unwrap_or_else(|| panic!("{name} was not reported"))
+    }
+
+    #[test]
+    fn every_name_is_prefixed_described_and_labelled_with_the_backend() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        ::metrics::with_local_recorder(&recorder, || {
+            let m = WalMetrics::new("file");
+            m.record_write(1, 1, Duration::from_millis(1));
+            m.in_flight(1);
+            m.used(1);
+            m.capacity(1);
+            m.full_wait();
+            m.replayed(1, Duration::from_millis(1));
+        });
+        let snapshot = snapshotter.snapshot().into_vec();
+        assert_eq!(snapshot.len(), 9);
+        for (key, unit, description, _) in snapshot {
+            let name = key.key().name();
+            assert!(name.starts_with("objstream_wal_"), "{name}");
+            assert!(description.is_some(), "{name} has no description");
+            assert!(unit.is_some(), "{name} has no unit");
+            let labels: Vec<_> = key.key().labels().collect();
+            assert_eq!(labels.len(), 1, "{name}");
+            assert_eq!((labels[0].key(), labels[0].value()), (LABEL_WAL, "file"));
+        }
+    }
+
+    #[test]
+    fn each_method_moves_its_own_series() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        ::metrics::with_local_recorder(&recorder, || {
+            let m = WalMetrics::new("object");
+            let clone = m.clone();
+            m.record_write(4096, 3, Duration::from_millis(2));
+            clone.record_write(100, 1, Duration::from_millis(4));
+            m.in_flight(2);
+            m.used(5000);
+            m.capacity(1 << 20);
+            m.full_wait();
+            clone.full_wait();
+            m.replayed(777, Duration::from_millis(9));
+        });
+        let s = snapshotter.snapshot().into_vec();
+        let hist = |name| match value(&s, MetricKind::Histogram, name) {
+            DebugValue::Histogram(v) => v.iter().map(|x| x.0).collect::<Vec<_>>(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(hist(WRITE_BYTES), vec![4096.0, 100.0]);
+        assert_eq!(hist(WRITE_RECORDS), vec![3.0, 1.0]);
+        assert_eq!(hist(SYNC_DURATION), vec![0.002, 0.004]);
+        assert_eq!(hist(REPLAY_DURATION), vec![0.009]);
+        let gauge = |name| match value(&s, MetricKind::Gauge, name) {
+            DebugValue::Gauge(g) => g.0,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(gauge(WRITES_IN_FLIGHT), 2.0);
+        assert_eq!(gauge(USED_BYTES), 5000.0);
+        assert_eq!(gauge(CAPACITY_BYTES), 1048576.0);
+        let count = |name| match value(&s, MetricKind::Counter, name) {
+            DebugValue::Counter(c) => *c,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(count(FULL_WAITS), 2);
+        assert_eq!(count(REPLAYED_BYTES), 777);
+    }
+}
