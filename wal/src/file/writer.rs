@@ -194,6 +194,10 @@ pub(super) struct Writer {
     batch: Vec<Pending>,
     /// How many of `batch` are written (and moved to the durability queue).
     written: usize,
+    /// Frame bytes written since this writer's last sync, for the group-commit metrics.
+    unsynced_bytes: u64,
+    /// Records written since this writer's last sync.
+    unsynced_records: u64,
 }
 
 impl Writer {
@@ -206,6 +210,8 @@ impl Writer {
             buf_position: 0,
             batch: Vec::new(),
             written: 0,
+            unsynced_bytes: 0,
+            unsynced_records: 0,
         }
     }
 
@@ -313,17 +319,39 @@ impl Writer {
             return Err(self.shared.failure().unwrap_or_else(super::err_stopped));
         }
         for p in &mut self.batch[self.written..upto] {
+            let frame_len = frame::frame_len(p.record.len()) as u64;
+            self.unsynced_bytes += frame_len;
+            self.unsynced_records += 1;
             if let Some(done) = p.done.take() {
-                let end = p.position + frame::frame_len(p.record.len()) as u64;
-                durability.waiting.push_back((p.position, end, done));
+                durability
+                    .waiting
+                    .push_back((p.position, p.position + frame_len, done));
             }
         }
         self.written = upto;
         Ok(())
     }
 
-    /// Makes everything written to `file` so far durable.
-    fn sync(&self, file: &File) -> WalResult<()> {
+    /// Makes everything written to `file` so far durable, and reports the sync as one group
+    /// commit of the bytes and records this writer wrote since its last sync.
+    fn sync(&mut self, file: &File) -> WalResult<()> {
+        let metrics = &self.shared.metrics;
+        let in_flight = &self.shared.syncs_in_flight;
+        metrics.in_flight(in_flight.fetch_add(1, Ordering::SeqCst) + 1);
+        let started = std::time::Instant::now();
+        let synced = self.sync_data(file);
+        let took = started.elapsed();
+        metrics.in_flight(in_flight.fetch_sub(1, Ordering::SeqCst) - 1);
+        if synced.is_ok() {
+            metrics.record_write(self.unsynced_bytes, self.unsynced_records, took);
+            self.unsynced_bytes = 0;
+            self.unsynced_records = 0;
+        }
+        synced
+    }
+
+    /// The `fdatasync` itself (or the injected failure of a test).
+    fn sync_data(&self, file: &File) -> WalResult<()> {
         #[cfg(test)]
         if super::FailPoints::hit(&self.shared.failpoints.syncs) {
             let err = std::io::Error::other("injected sync failure");
@@ -351,10 +379,9 @@ impl Writer {
         tracing::debug!(segment = %path.display(), "file WAL rolled over");
         log.base = base;
         log.path = path.clone();
-        self.shared
-            .segments
-            .lock()
-            .push_back(SegmentFile { base, path });
+        let mut segments = self.shared.segments.lock();
+        segments.push_back(SegmentFile { base, path });
+        self.shared.report_segments(segments.len());
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 //! the window is acknowledged in order; a fence or failure at slot `s` fails the queue and every
 //! slot from `s` up, while slots below `s` still acknowledge once they land.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -119,11 +120,18 @@ fn cut(st: &mut State, batch_bytes: usize) -> (u64, Vec<Bytes>) {
 
 /// Uploads the object of `slot` and settles it.
 async fn upload(shared: Arc<Shared>, slot: u64, records: Vec<Bytes>) {
+    let metrics = &shared.metrics;
+    let in_flight = &shared.puts_in_flight;
+    metrics.in_flight(in_flight.fetch_add(1, Ordering::SeqCst) + 1);
+    let started = std::time::Instant::now();
     let outcome = put_own(&shared, slot, &records).await;
+    let took = started.elapsed();
+    metrics.in_flight(in_flight.fetch_sub(1, Ordering::SeqCst) - 1);
     {
         let mut st = shared.state.lock();
         match outcome {
-            Ok(()) => {
+            Ok(object_bytes) => {
+                metrics.record_write(object_bytes as u64, records.len() as u64, took);
                 if let Some(f) = st.in_flight.get_mut(&slot) {
                     f.landed = true;
                 }
@@ -135,8 +143,8 @@ async fn upload(shared: Arc<Shared>, slot: u64, records: Vec<Bytes>) {
     shared.wake.notify_one();
 }
 
-/// Puts our object in `slot`; `Ok` once the slot holds it.
-async fn put_own(shared: &Shared, slot: u64, records: &[Bytes]) -> WalResult<()> {
+/// Puts our object in `slot`; `Ok` with the object's size once the slot holds it.
+async fn put_own(shared: &Shared, slot: u64, records: &[Bytes]) -> WalResult<usize> {
     let me = data_writer(shared);
     let max_in_flight = shared.options.max_in_flight as u32;
     let (bytes, _) = layout::encode_data(me, slot, max_in_flight, records)?;
@@ -144,8 +152,9 @@ async fn put_own(shared: &Shared, slot: u64, records: &[Bytes]) -> WalResult<()>
     let key = layout::slot_key(&shared.prefix, slot);
     let policy = shared.options.retry;
     let store = &*shared.store;
+    let size = bytes.len();
     match store::create(store, policy, slot, &key, bytes.clone()).await? {
-        Created::Written => Ok(()),
+        Created::Written => Ok(size),
         Created::Exists => {
             let Some(found) = store::get(store, policy, slot, &key).await? else {
                 return Err(fenced(slot, &key, "an object that was deleted since"));
@@ -161,7 +170,7 @@ async fn put_own(shared: &Shared, slot: u64, records: &[Bytes]) -> WalResult<()>
                      instances share an identity",
                 ));
             }
-            Ok(())
+            Ok(size)
         }
     }
 }
