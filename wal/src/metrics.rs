@@ -118,14 +118,29 @@ impl WalMetrics {
     /// Describes the metrics and builds every handle with `wal = backend` (`file`, `block`,
     /// `object`).
     pub fn new(backend: &'static str) -> Self {
+        Self::with_gauges(backend, true, true)
+    }
+
+    /// Like [`WalMetrics::new`], but registers the [`USED_BYTES`] and [`CAPACITY_BYTES`] gauges
+    /// only if `used` and `capacity` say so: a backend that cannot know a number leaves its
+    /// series out rather than export a zero an operator would take for real. The methods of a
+    /// series left out do nothing.
+    pub fn with_gauges(backend: &'static str, used: bool, capacity: bool) -> Self {
         describe();
+        let optional = |report: bool, name: &'static str| {
+            if report {
+                gauge!(name, LABEL_WAL => backend)
+            } else {
+                Gauge::noop()
+            }
+        };
         WalMetrics {
             write_bytes: histogram!(WRITE_BYTES, LABEL_WAL => backend),
             write_records: histogram!(WRITE_RECORDS, LABEL_WAL => backend),
             sync_duration: histogram!(SYNC_DURATION, LABEL_WAL => backend),
             in_flight: gauge!(WRITES_IN_FLIGHT, LABEL_WAL => backend),
-            used: gauge!(USED_BYTES, LABEL_WAL => backend),
-            capacity: gauge!(CAPACITY_BYTES, LABEL_WAL => backend),
+            used: optional(used, USED_BYTES),
+            capacity: optional(capacity, CAPACITY_BYTES),
             full_waits: counter!(FULL_WAITS, LABEL_WAL => backend),
             replayed_bytes: counter!(REPLAYED_BYTES, LABEL_WAL => backend),
             replay_duration: histogram!(REPLAY_DURATION, LABEL_WAL => backend),
@@ -220,6 +235,27 @@ mod tests {
             assert_eq!(labels.len(), 1, "{name}");
             assert_eq!((labels[0].key(), labels[0].value()), (LABEL_WAL, "file"));
         }
+    }
+
+    #[test]
+    fn gauges_a_backend_cannot_know_are_left_out() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        ::metrics::with_local_recorder(&recorder, || {
+            let m = WalMetrics::with_gauges("object", false, false);
+            m.used(10);
+            m.capacity(10);
+            m.in_flight(1);
+        });
+        let names: Vec<String> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, ..)| k.key().name().to_string())
+            .collect();
+        assert!(names.iter().any(|n| n == WRITES_IN_FLIGHT));
+        assert!(!names.iter().any(|n| n == USED_BYTES || n == CAPACITY_BYTES));
+        assert_eq!(names.len(), 7);
     }
 
     #[test]

@@ -35,7 +35,8 @@
 //! The WAL reports through [`crate::metrics::WalMetrics`] labelled `wal = file`: each group
 //! commit's bytes and records and its `fdatasync` time, the syncs in flight (up to the number of
 //! writer threads), the bytes of live segment files (whole segments: that is what the disk
-//! holds), and the bytes and time of recovery at open. The handles are built once in
+//! holds), and the bytes and time of recovery at open. It reports no capacity: it grows as far
+//! as the disk lets it. The handles are built once in
 //! [`FileWal::open`]; the writers update them without allocating or taking a lock.
 //!
 //! The directory holds a `LOCK` file, locked (`flock`) while a `FileWal` has it open, so that two
@@ -248,7 +249,8 @@ impl FileWal {
         let lock = lock_dir(&dir)?;
         let dir_handle = File::open(&dir).map_err(|e| io_err("open directory", e))?;
 
-        let metrics = WalMetrics::new("file");
+        // A file WAL grows as far as the disk lets it: no capacity to report.
+        let metrics = WalMetrics::with_gauges("file", true, false);
         let started = Instant::now();
         let recovered = recovery::recover(&dir, segment_bytes)?;
         let replayed: usize = recovered.records.iter().map(|r| r.payload.len()).sum();

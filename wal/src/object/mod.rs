@@ -293,7 +293,7 @@ impl ObjectWal {
         options: ObjectWalOptions,
     ) -> WalResult<ObjectWal> {
         options.validate()?;
-        let metrics = WalMetrics::new("object");
+        let metrics = WalMetrics::with_gauges("object", false, false);
         let started = Instant::now();
         let sealed = seal::seal(&*store, &wal_prefix, identity, floor, &options).await?;
         let replayed: usize = sealed.records.iter().map(|r| r.payload.len()).sum();
