@@ -10,6 +10,42 @@ use std::sync::Arc;
 use crate::types::{Epoch, NodeId, Offset, StreamId};
 
 /// What the caller should do about an error.
+///
+/// A producer loop that handles every kind:
+///
+/// ```
+/// use objstream::{ErrorKind, RecordBatch, Stream};
+///
+/// async fn produce(stream: &Stream, event: &'static str) -> objstream::Result<()> {
+///     loop {
+///         match stream.append(RecordBatch::new(1, 0, event)).await {
+///             Ok(_) => return Ok(()),
+///             // Throttled or unreachable: the same call may succeed later.
+///             Err(e) if e.kind() == ErrorKind::Retry => {
+///                 tokio::time::sleep(std::time::Duration::from_millis(50)).await
+///             }
+///             // Fenced, closed, or the WAL failed: this handle is done. Open the stream again
+///             // (on this node or wherever it now lives) and resume from its confirmed offset.
+///             Err(e) if e.kind() == ErrorKind::Reopen => return Err(e),
+///             // A bad batch (empty, too large, wrong expected offset): nothing was appended.
+///             Err(e) if e.kind() == ErrorKind::InvalidInput => return Err(e),
+///             // Corruption or a bug: stop and report; `e` names the object or record.
+///             Err(e) => return Err(e),
+///         }
+///     }
+/// }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let settings = objstream::Settings { wal: objstream::WalSettings::file(dir.path()), ..Default::default() };
+/// # let objects = std::sync::Arc::new(object_store::memory::InMemory::new());
+/// # let store = objstream::Store::open(settings, objstream::Components::new(objects, "doc")).await.unwrap();
+/// # let stream = store.create_stream().await.unwrap();
+/// produce(&stream, "event").await.unwrap();
+/// let empty = stream.append(RecordBatch::new(0, 0, "")).await.unwrap_err();
+/// assert_eq!(empty.kind(), ErrorKind::InvalidInput);
+/// # store.shutdown().await.unwrap();
+/// # });
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -26,3 +26,9 @@ pub use read::{DecodedBlock, ReadStats, SharedBlockCache};
 pub use settings::{Compression, Settings, WalSettings};
 pub use store::{AppendFuture, AppendResult, Components, NodeRecovery, Store, Stream};
 pub use types::{Epoch, NodeId, ObjectId, Offset, RecordBatch, StoredBatch, StreamId};
+
+/// The README's code blocks, compiled as doctests so the documented API cannot drift from the
+/// real one.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

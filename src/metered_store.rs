@@ -233,6 +233,37 @@ impl Handles {
 }
 
 /// Counts every call to the wrapped store (see the module docs). Cheap to clone.
+///
+/// The store wraps its own object store already; wrap another one (a compactor's, a tool's) to
+/// count its requests in the same series:
+///
+/// ```
+/// use std::sync::Arc;
+/// use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+/// use object_store::{path::Path, ObjectStoreExt, PutPayload};
+///
+/// let recorder = DebuggingRecorder::new();
+/// let snapshotter = recorder.snapshotter();
+/// metrics::with_local_recorder(&recorder, || {
+///     let store = objstream::MeteredObjectStore::new(Arc::new(object_store::memory::InMemory::new()));
+///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+///     rt.block_on(async {
+///         store.put(&Path::from("a"), PutPayload::from("hello")).await.unwrap();
+///         store.get(&Path::from("a")).await.unwrap();
+///         assert!(store.get(&Path::from("missing")).await.is_err());
+///     });
+/// });
+/// let count = |op: &str, outcome: &str| {
+///     snapshotter.snapshot().into_vec().into_iter().find_map(|(key, _, _, value)| {
+///         let key = key.key();
+///         let labelled = |k: &str, v: &str| key.labels().any(|l| l.key() == k && l.value() == v);
+///         let wanted = key.name() == objstream::metrics::OBJECT_STORE_REQUESTS
+///             && labelled("op", op) && labelled("outcome", outcome);
+///         match value { DebugValue::Counter(n) if wanted => Some(n), _ => None }
+///     })
+/// };
+/// assert_eq!(count("get", "not_found"), Some(1));
+/// ```
 #[derive(Clone)]
 pub struct MeteredObjectStore {
     inner: Arc<dyn ObjectStore>,

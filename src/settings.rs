@@ -96,6 +96,19 @@ impl WalSettings {
 
     /// An object WAL with default batching, in the data store (`url` none) or in the store at
     /// `url`.
+    ///
+    /// ```
+    /// use objstream::WalSettings;
+    /// // WAL objects in a separate low-latency bucket, batched by 1 MiB or 1 ms:
+    /// let wal = match WalSettings::object(Some("s3://wal-bucket--usw2-az1--x-s3/node-1".into())) {
+    ///     WalSettings::Object { url, max_in_flight, .. } => WalSettings::Object {
+    ///         url, batch_bytes: 1 << 20, linger_micros: 1_000, max_in_flight,
+    ///     },
+    ///     other => other,
+    /// };
+    /// let settings = objstream::Settings { wal, ..Default::default() };
+    /// assert!(settings.validate().is_ok());
+    /// ```
     pub fn object(url: Option<String>) -> Self {
         WalSettings::Object {
             url,
@@ -240,6 +253,11 @@ impl Settings {
     ///
     /// The process stays under this plus [`MEMORY_OVERHEAD_BYTES`] (and what readers keep of
     /// the batches they were given).
+    ///
+    /// ```
+    /// let s = objstream::Settings { log_cache_bytes: 64 << 20, block_cache_bytes: 128 << 20, ..Default::default() };
+    /// assert!(s.memory_bound_bytes() >= 2 * (64 << 20) + (128 << 20));
+    /// ```
     pub fn memory_bound_bytes(&self) -> u64 {
         let disk_buffers = if self.block_cache_disk_dir.is_some() {
             objstream_cache::DiskTierConfig::buffer_bytes()
@@ -255,6 +273,16 @@ impl Settings {
 
     /// Checks that the settings make sense together; `Store::open` calls it and refuses to start
     /// otherwise.
+    ///
+    /// ```
+    /// use objstream::{ErrorKind, Settings, WalSettings};
+    /// let mut s = Settings { wal: WalSettings::block("/dev/nvme1n1", None), ..Settings::default() };
+    /// assert!(s.validate().is_ok());
+    /// s.max_uploads_in_flight = 0;
+    /// let e = s.validate().unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    /// assert!(e.to_string().contains("max_uploads_in_flight"), "{e}");
+    /// ```
     pub fn validate(&self) -> crate::Result<()> {
         let fail = |msg: String| Err(crate::Error::invalid(format!("settings: {msg}")));
         // A batch larger than a block is a block of its own, so it must fit the largest block.

@@ -95,6 +95,14 @@ pub struct RecordBatch {
 
 impl RecordBatch {
     /// A batch of `count` records carried in `payload`.
+    ///
+    /// ```
+    /// use objstream::RecordBatch;
+    /// // Three newline-separated JSON events, stamped with the producer's clock:
+    /// let events = "{\"kind\":\"prompt\"}\n{\"kind\":\"response\"}\n{\"kind\":\"score\"}\n";
+    /// let batch = RecordBatch::new(3, 1_764_000_000_000, events);
+    /// assert_eq!(batch.count, 3);
+    /// ```
     pub fn new(count: u32, base_timestamp: i64, payload: impl Into<Bytes>) -> Self {
         RecordBatch {
             count,

@@ -98,12 +98,52 @@ impl Stream {
 
     /// Appends a batch. The returned future resolves once the batch is durable, with the offsets
     /// it got. Appends resolve in offset order; many may be in flight at once.
+    ///
+    /// The offsets are fixed when `append` is called, not when the future is polled, so a
+    /// producer keeps many appends in flight and awaits them in order:
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let settings = objstream::Settings { wal: objstream::WalSettings::file(dir.path()), ..Default::default() };
+    /// # let objects = std::sync::Arc::new(object_store::memory::InMemory::new());
+    /// # let store = objstream::Store::open(settings, objstream::Components::new(objects, "doc")).await.unwrap();
+    /// # let stream = store.create_stream().await.unwrap();
+    /// use objstream::RecordBatch;
+    /// let in_flight: Vec<_> = (0..100)
+    ///     .map(|i| stream.append(RecordBatch::new(1, i, format!("event {i}"))))
+    ///     .collect();
+    /// for (i, append) in in_flight.into_iter().enumerate() {
+    ///     let acked = append.await.unwrap(); // durable in the WAL
+    ///     assert_eq!(acked.base_offset.get(), i as u64);
+    /// }
+    /// assert_eq!(stream.confirmed_offset().unwrap().get(), 100);
+    /// # store.shutdown().await.unwrap();
+    /// # });
+    /// ```
     pub fn append(&self, batch: RecordBatch) -> AppendFuture {
         self.submit(batch, None)
     }
 
     /// Appends a batch only if the stream's next offset is `expected_next_offset` (for
     /// exactly-once producers); otherwise fails with an invalid-input error and appends nothing.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let settings = objstream::Settings { wal: objstream::WalSettings::file(dir.path()), ..Default::default() };
+    /// # let objects = std::sync::Arc::new(object_store::memory::InMemory::new());
+    /// # let store = objstream::Store::open(settings, objstream::Components::new(objects, "doc")).await.unwrap();
+    /// # let stream = store.create_stream().await.unwrap();
+    /// use objstream::{ErrorKind, Offset, RecordBatch};
+    /// stream.append_if(RecordBatch::new(3, 0, "abc"), Offset(0)).await.unwrap();
+    /// // A producer retrying a batch that already landed is told so, and nothing is appended twice.
+    /// let retry = stream.append_if(RecordBatch::new(3, 0, "abc"), Offset(0)).await;
+    /// assert_eq!(retry.unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// assert_eq!(stream.confirmed_offset().unwrap(), Offset(3));
+    /// # store.shutdown().await.unwrap();
+    /// # });
+    /// ```
     pub fn append_if(&self, batch: RecordBatch, expected_next_offset: Offset) -> AppendFuture {
         self.submit(batch, Some(expected_next_offset))
     }
@@ -183,6 +223,37 @@ impl Stream {
     /// The first batch may begin before `start`. At least one batch is returned when data exists
     /// at `start`, even if it is larger than `max_bytes`. Nothing past the confirmed offset is
     /// ever returned; `start` equal to the confirmed offset returns no batches.
+    ///
+    /// Replaying a window, wherever its data lives now (log cache, block cache or objects):
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let settings = objstream::Settings { wal: objstream::WalSettings::file(dir.path()), ..Default::default() };
+    /// # let objects = std::sync::Arc::new(object_store::memory::InMemory::new());
+    /// # let store = objstream::Store::open(settings, objstream::Components::new(objects, "doc")).await.unwrap();
+    /// # let stream = store.create_stream().await.unwrap();
+    /// use objstream::{Offset, RecordBatch};
+    /// for i in 0..10 {
+    ///     stream.append(RecordBatch::new(10, i, vec![b'x'; 1000])).await.unwrap();
+    /// }
+    /// store.flush().await.unwrap(); // now in objects too
+    ///
+    /// let (start, end) = (Offset(25), Offset(60));
+    /// let mut next = start;
+    /// let mut records = 0;
+    /// while next < end {
+    ///     let batches = stream.fetch(next, end, 4096).await.unwrap();
+    ///     for b in &batches {
+    ///         records += b.batch.count as u64;
+    ///         next = b.next_offset();
+    ///     }
+    /// }
+    /// // Whole batches: the window is covered by the batches at 20..60.
+    /// assert_eq!(records, 40);
+    /// # store.shutdown().await.unwrap();
+    /// # });
+    /// ```
     #[tracing::instrument(
         level = "debug",
         name = "fetch",
@@ -232,6 +303,23 @@ impl Stream {
 
     /// Discards every record below `new_start`. Fails if `new_start` is past the confirmed
     /// offset; a `new_start` at or below the current start changes nothing.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let settings = objstream::Settings { wal: objstream::WalSettings::file(dir.path()), ..Default::default() };
+    /// # let objects = std::sync::Arc::new(object_store::memory::InMemory::new());
+    /// # let store = objstream::Store::open(settings, objstream::Components::new(objects, "doc")).await.unwrap();
+    /// # let stream = store.create_stream().await.unwrap();
+    /// use objstream::{ErrorKind, Offset, RecordBatch};
+    /// stream.append(RecordBatch::new(10, 0, "ten records")).await.unwrap();
+    /// stream.trim(Offset(10)).await.unwrap();
+    /// assert_eq!(stream.start_offset().unwrap(), Offset(10));
+    /// // Past the confirmed offset is refused, and changes nothing.
+    /// assert_eq!(stream.trim(Offset(11)).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// # store.shutdown().await.unwrap();
+    /// # });
+    /// ```
     pub async fn trim(&self, new_start: Offset) -> Result<()> {
         let (start, confirmed) = {
             let core = self.inner.core.lock();
@@ -283,6 +371,40 @@ impl Stream {
 
     /// Closes the stream: no more appends; waits for appends in flight, uploads and commits
     /// everything, and marks the stream closed so another node can open it (graceful handoff).
+    ///
+    /// A handoff between two nodes sharing one object store; the old handle is fenced:
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use objstream::{Components, ErrorKind, NodeId, RecordBatch, Settings, Store, WalSettings};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let objects = Arc::new(object_store::memory::InMemory::new());
+    /// let node = |id: u64| Settings {
+    ///     node_id: NodeId(id),
+    ///     wal: WalSettings::file(dir.path().join(format!("wal-{id}"))),
+    ///     ..Settings::default()
+    /// };
+    /// let a = Store::open(node(1), Components::new(objects.clone(), "events")).await.unwrap();
+    /// let b = Store::open(node(2), Components::new(objects.clone(), "events")).await.unwrap();
+    ///
+    /// let on_a = a.create_stream().await.unwrap();
+    /// on_a.append(RecordBatch::new(1, 0, "written on a")).await.unwrap();
+    /// on_a.close().await.unwrap(); // everything committed; the stream is free
+    ///
+    /// let on_b = b.open_stream(on_a.id()).await.unwrap(); // epoch raised
+    /// assert!(on_b.epoch() > on_a.epoch());
+    /// let batches = on_b.fetch(objstream::Offset(0), objstream::Offset(1), 1 << 20).await.unwrap();
+    /// assert_eq!(&batches[0].batch.payload[..], b"written on a");
+    /// on_b.append(RecordBatch::new(1, 0, "written on b")).await.unwrap();
+    ///
+    /// // The old owner can never write again.
+    /// let late = on_a.append(RecordBatch::new(1, 0, "too late")).await.unwrap_err();
+    /// assert_eq!(late.kind(), ErrorKind::Reopen);
+    /// # a.shutdown().await.unwrap();
+    /// # b.shutdown().await.unwrap();
+    /// # });
+    /// ```
     pub async fn close(&self) -> Result<()> {
         {
             let mut core = self.inner.core.lock();

@@ -65,6 +65,39 @@ impl Store {
     /// at an epoch above its current one, which fences a writer that still holds it: a block WAL
     /// gets the higher epoch in its header, an object WAL is sealed from the floor the manifest
     /// records.
+    ///
+    /// Node 1 dies with acknowledged appends not yet in objects; node 2 takes its WAL over (an
+    /// object WAL here, which any node can reach; a block WAL on a shared volume works the same
+    /// way) and every acknowledged append is readable:
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use objstream::{Components, NodeId, Offset, RecordBatch, Settings, Store, WalSettings};
+    /// let objects = Arc::new(object_store::memory::InMemory::new());
+    /// let node = |id: u64| Settings {
+    ///     node_id: NodeId(id),
+    ///     wal: WalSettings::object(None), // WAL objects in the data store
+    ///     upload_interval_ms: 3_600_000,  // keep data in the WAL only, for the example
+    ///     ..Settings::default()
+    /// };
+    /// let failed = Store::open(node(1), Components::new(objects.clone(), "events")).await.unwrap();
+    /// let stream = failed.create_stream().await.unwrap();
+    /// stream.append(RecordBatch::new(1, 0, "acknowledged")).await.unwrap();
+    /// let id = stream.id();
+    /// drop((stream, failed)); // node 1 is gone, without a shutdown
+    ///
+    /// let survivor = Store::open(node(2), Components::new(objects.clone(), "events")).await.unwrap();
+    /// let report = survivor.recover_node_from(NodeId(1), &node(1).wal).await.unwrap();
+    /// assert_eq!(report.batches_recovered, 1);
+    /// assert_eq!(report.streams_closed, vec![id]);
+    ///
+    /// let taken = survivor.open_stream(id).await.unwrap();
+    /// let batches = taken.fetch(Offset(0), Offset(1), 1 << 20).await.unwrap();
+    /// assert_eq!(&batches[0].batch.payload[..], b"acknowledged");
+    /// # survivor.shutdown().await.unwrap();
+    /// # });
+    /// ```
     pub async fn recover_node_from(
         &self,
         failed: NodeId,
