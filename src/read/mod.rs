@@ -18,13 +18,15 @@
 //! issuing read-ahead, whole-object reads), [`inflight`] (GETs in flight, which reads of the
 //! same bytes join), [`read_ahead`] (cursors and windows), [`limiter`] (bandwidth by
 //! priority), [`block`] (decoded blocks and their disk encoding), [`stats`] (what
-//! [`Store::read_stats`](crate::Store::read_stats) returns), `lru` (the index cache). The
+//! [`Store::read_stats`](crate::Store::read_stats) returns), `lru` (the index cache),
+//! `metrics` (GET latencies, read-ahead windows and limiter waiters as metrics). The
 //! settings, their trade-offs and the metrics are described in `docs/reading.md`.
 
 mod block;
 mod inflight;
 mod limiter;
 mod lru;
+pub(crate) mod metrics;
 mod objects;
 mod prefetch;
 mod read_ahead;

@@ -43,6 +43,7 @@ use super::block::DecodedBlock;
 use super::inflight::{InFlight, SharedGet};
 use super::limiter::{Limiter, ReadPriority};
 use super::lru::Lru;
+use super::metrics::{GetKind, ReadPathMetrics};
 use super::read_ahead::{Outcome, ReadAhead};
 use super::stats::{Counters, ReadStats};
 use crate::error::{Error, Result};
@@ -91,6 +92,8 @@ pub(super) struct Inner {
     pub(super) inflight: InFlight,
     /// Turns of read-ahead GETs: at most `READ_AHEAD_GETS` run at once, taken in plan order.
     pub(super) read_ahead_turns: Arc<Semaphore>,
+    /// GET latencies, the read-ahead window and the limiter's waiters.
+    metrics: ReadPathMetrics,
 }
 
 /// The read-ahead window cap in effect: the configured one, but never more than a quarter of the
@@ -111,7 +114,8 @@ impl ObjectReader {
         settings: &Settings,
     ) -> Result<Self> {
         let cap = read_ahead_cap(settings);
-        let read_ahead = Arc::new(ReadAhead::new(cap, MAX_MERGED_GET));
+        let metrics = ReadPathMetrics::new();
+        let read_ahead = Arc::new(ReadAhead::new(cap, MAX_MERGED_GET, metrics.window.clone()));
         let counters = Arc::new(Counters::default());
         let observer: EvictionObserver = {
             let (read_ahead, counters) = (read_ahead.clone(), counters.clone());
@@ -151,13 +155,17 @@ impl ObjectReader {
                 indexes: Mutex::new(Lru::new(settings.index_cache_bytes)),
                 blocks,
                 owns_blocks,
-                limiter: Limiter::new(settings.catch_up_bytes_per_sec),
+                limiter: Limiter::new(
+                    settings.catch_up_bytes_per_sec,
+                    metrics.limiter_waiters.clone(),
+                ),
                 read_ahead,
                 read_ahead_permits: Arc::new(Semaphore::new(units as usize)),
                 read_ahead_units: units,
                 counters,
                 inflight: InFlight::default(),
                 read_ahead_turns: Arc::new(Semaphore::new(READ_AHEAD_GETS)),
+                metrics,
             }),
         })
     }
@@ -253,9 +261,11 @@ impl ObjectReader {
         id: ObjectId,
         range: Range<u64>,
         priority: ReadPriority,
+        kind: GetKind,
     ) -> Result<Bytes> {
         let s = &self.shared;
         s.limiter.acquire(range.end - range.start, priority).await;
+        let started = std::time::Instant::now();
 
         let path = keys::object_path(&s.prefix, id);
         // A body cut short is retried like any transfer failure (`read_body`).
@@ -271,6 +281,7 @@ impl ObjectReader {
                 format!("a range read of {:?} returned {} bytes", range, bytes.len()),
             ));
         }
+        s.metrics.get(kind, started.elapsed());
         Counters::add(&s.counters.object_gets, 1);
         Counters::add(&s.counters.object_bytes, bytes.len() as u64);
         Ok(bytes)
@@ -297,12 +308,12 @@ impl ObjectReader {
         // A GET in flight for the object's end (a whole-object read-ahead, another reader's
         // index read) serves this one too.
         let tail = self
-            .range_bytes(id, format::tail_range(size), priority, false)
+            .range_bytes(id, format::tail_range(size), priority)
             .await?;
         let index = match format::decode_tail(id, size, &tail)? {
             TailDecode::Complete { index, .. } => index,
             TailDecode::NeedIndex { footer, range } => {
-                let bytes = self.range_bytes(id, range, priority, false).await?;
+                let bytes = self.range_bytes(id, range, priority).await?;
                 footer.decode_index(id, &bytes)?
             }
         };
@@ -401,7 +412,7 @@ impl ObjectReader {
             }
             let run = &entries[i..i + n];
             let range = run[0].position..run[n - 1].byte_range().end;
-            let (got, get) = self.shared_get(id, range, priority, read_ahead);
+            let (got, get) = self.shared_get(id, range, priority, read_ahead, GetKind::Block);
             for &e in run {
                 out.push(block_from(id, e, vec![(got.clone(), get.clone())]));
             }
@@ -410,28 +421,29 @@ impl ObjectReader {
         out
     }
 
-    /// `range` of object `id`: sliced from a GET in flight that covers it, else read by a new
-    /// GET that later reads of the same bytes join.
-    pub(super) async fn range_bytes(
+    /// `range` of object `id`, a part of its index: sliced from a GET in flight that covers it,
+    /// else read by a new GET that later reads of the same bytes join.
+    async fn range_bytes(
         &self,
         id: ObjectId,
         range: Range<u64>,
         priority: ReadPriority,
-        read_ahead: bool,
     ) -> Result<Bytes> {
-        let (got, get) = self.shared_get(id, range.clone(), priority, read_ahead);
+        let (got, get) = self.shared_get(id, range.clone(), priority, false, GetKind::Index);
         let bytes = get.await?;
         slice_of(id, &bytes, &got, &range)
     }
 
     /// A GET of object `id` covering `range`: one in flight that covers it (and its range),
-    /// else a new one of exactly `range`, recorded so that others can join it.
+    /// else a new one of exactly `range` (counted as read-ahead if `read_ahead`, timed as
+    /// `kind`), recorded so that others can join it.
     pub(super) fn shared_get(
         &self,
         id: ObjectId,
         range: Range<u64>,
         priority: ReadPriority,
         read_ahead: bool,
+        kind: GetKind,
     ) -> (Range<u64>, SharedGet) {
         if let Some(joined) = self.shared.inflight.join(id, &range) {
             return joined;
@@ -440,7 +452,7 @@ impl ObjectReader {
         let get = {
             let range = range.clone();
             async move {
-                let bytes = reader.get_range(id, range, priority).await?;
+                let bytes = reader.get_range(id, range, priority, kind).await?;
                 if read_ahead {
                     let c = &reader.shared.counters;
                     Counters::add(&c.read_ahead_gets, 1);

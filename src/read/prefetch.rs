@@ -31,6 +31,7 @@ use objstream_cache::{BlockKey, Priority};
 
 use super::inflight::SharedGet;
 use super::limiter::ReadPriority;
+use super::metrics::GetKind;
 use super::objects::{ObjectReader, Part, MAX_MERGED_GET, PERMIT_BYTES};
 use super::read_ahead::Plan;
 use super::stats::Counters;
@@ -287,7 +288,10 @@ impl ObjectReader {
                     let gets: Vec<SharedGet> = [0..split, split..size]
                         .into_iter()
                         .filter(|r| !r.is_empty())
-                        .map(|r| self.shared_get(id, r, ReadPriority::ReadAhead, true).1)
+                        .map(|r| {
+                            self.shared_get(id, r, ReadPriority::ReadAhead, true, GetKind::Object)
+                                .1
+                        })
                         .collect();
                     s.read_ahead.reserve(stream, plan, part_end, size);
                     let plan = *plan;

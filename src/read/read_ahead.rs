@@ -23,12 +23,18 @@
 //! A whole-object prefetch does not know its blocks until its index arrives: it is counted as
 //! outstanding by size ([`ReadAhead::reserve`]) until they are registered.
 //!
+//! The windows of every cursor kept, summed, are published as the
+//! `objstream_read_ahead_window_bytes` gauge: the read-ahead the store is prepared to hold for
+//! its sequential readers (a sum, not a maximum, because that is what memory must hold). A
+//! cursor's window counts until the cursor is dropped for a newer one of its stream.
+//!
 //! One prefetch per cursor is planned at a time; the range reads it starts run on their own,
 //! counted as outstanding until used or evicted. Every method takes the lock briefly and never
 //! awaits.
 
 use std::collections::HashMap;
 
+use ::metrics::Gauge;
 use objstream_cache::BlockKey;
 use parking_lot::Mutex;
 
@@ -81,6 +87,8 @@ struct State {
     pending: HashMap<BlockKey, Pending>,
     tick: u64,
     next_id: u64,
+    /// The windows of every cursor, summed.
+    windows: u64,
 }
 
 impl State {
@@ -108,16 +116,27 @@ pub(crate) struct ReadAhead {
     cap: u64,
     max_get: u64,
     state: Mutex<State>,
+    /// Where the summed window is published.
+    windows: Gauge,
 }
 
 impl ReadAhead {
     /// Read-ahead with windows capped at `cap` bytes (0: off), whose range reads are at most
-    /// `max_get` bytes.
-    pub(crate) fn new(cap: u64, max_get: u64) -> Self {
+    /// `max_get` bytes, publishing the summed window on `windows`.
+    pub(crate) fn new(cap: u64, max_get: u64, windows: Gauge) -> Self {
         ReadAhead {
             cap,
             max_get,
             state: Mutex::new(State::default()),
+            windows,
+        }
+    }
+
+    /// Publishes the summed window after a change of `old` to `new` in one cursor's window.
+    fn window_changed(&self, state: &mut State, old: u64, new: u64) {
+        if old != new {
+            state.windows = (state.windows + new).saturating_sub(old);
+            self.windows.set(state.windows as f64);
         }
     }
 
@@ -141,9 +160,10 @@ impl ReadAhead {
         let tick = state.tick;
         let cursors = state.cursors.entry(stream).or_default();
         let Some(c) = cursors.iter_mut().find(|c| c.next == start && start < end) else {
+            let mut dropped = 0;
             if cursors.len() >= CURSORS_PER_STREAM {
                 if let Some(oldest) = (0..cursors.len()).min_by_key(|&i| cursors[i].last_used) {
-                    cursors.swap_remove(oldest);
+                    dropped = cursors.swap_remove(oldest).window;
                 }
             }
             state.next_id += 1;
@@ -162,6 +182,7 @@ impl ReadAhead {
                 busy: window > 0,
                 last_used: tick,
             });
+            self.window_changed(state, dropped, window);
             return (window > 0).then_some(Plan {
                 cursor: id,
                 from: end,
@@ -170,9 +191,19 @@ impl ReadAhead {
         };
         c.next = end;
         c.last_used = tick;
+        let mut opened = 0;
         if c.window == 0 {
             c.window = INITIAL_WINDOW.min(self.cap);
+            opened = c.window;
         }
+        let plan = self.plan_for(c, end);
+        self.window_changed(state, 0, opened);
+        plan
+    }
+
+    /// The next prefetch of `c`, whose last fetch ended at `end`, once enough of its window
+    /// is free.
+    fn plan_for(&self, c: &mut Cursor, end: Offset) -> Option<Plan> {
         if c.busy {
             return None;
         }
@@ -280,11 +311,14 @@ impl ReadAhead {
         let cap = self.cap;
         if let Some(c) = state.cursor(p.stream, p.cursor) {
             c.outstanding = c.outstanding.saturating_sub(p.bytes);
+            let old = c.window;
             c.window = if used {
                 (c.window + p.bytes.max(c.window / 2)).min(cap)
             } else {
                 (c.window / 2).max(MIN_WINDOW.min(cap))
             };
+            let new = c.window;
+            self.window_changed(&mut state, old, new);
         }
         if used {
             Outcome::Used(p.bytes)
@@ -296,6 +330,11 @@ impl ReadAhead {
     #[cfg(test)]
     fn advance_tail(&self, stream: StreamId, start: Offset, end: Offset) -> Option<Plan> {
         self.advance(stream, start, end, false)
+    }
+
+    #[cfg(test)]
+    fn windows(&self) -> u64 {
+        self.state.lock().windows
     }
 
     #[cfg(test)]
@@ -319,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_first_fetch_prefetches_nothing_and_a_sequential_one_opens_the_window() {
-        let ra = ReadAhead::new(8 << 20, 8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20, Gauge::noop());
         assert_eq!(ra.advance_tail(S, Offset(0), Offset(100)), None);
         let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
         assert_eq!(plan.from, Offset(200));
@@ -328,7 +367,7 @@ mod tests {
 
     #[test]
     fn a_fetch_elsewhere_starts_its_own_cursor() {
-        let ra = ReadAhead::new(8 << 20, 8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20, Gauge::noop());
         assert_eq!(ra.advance_tail(S, Offset(0), Offset(100)), None);
         assert_eq!(ra.advance_tail(S, Offset(5000), Offset(5100)), None);
         assert!(ra.advance_tail(S, Offset(100), Offset(200)).is_some());
@@ -337,7 +376,7 @@ mod tests {
 
     #[test]
     fn one_prefetch_per_cursor_runs_at_a_time() {
-        let ra = ReadAhead::new(8 << 20, 8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20, Gauge::noop());
         ra.advance_tail(S, Offset(0), Offset(100));
         let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
         assert_eq!(ra.advance_tail(S, Offset(200), Offset(300)), None);
@@ -348,7 +387,7 @@ mod tests {
     #[test]
     fn the_window_grows_with_each_used_block_up_to_the_cap() {
         let cap = 2 * INITIAL_WINDOW;
-        let ra = ReadAhead::new(cap, 8 << 20);
+        let ra = ReadAhead::new(cap, 8 << 20, Gauge::noop());
         ra.advance_tail(S, Offset(0), Offset(100));
         let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
         let blocks: Vec<_> = (0..4).map(|i| (key(i), 512 << 10)).collect();
@@ -376,7 +415,7 @@ mod tests {
 
     #[test]
     fn blocks_evicted_unused_shrink_the_window() {
-        let ra = ReadAhead::new(8 << 20, 8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20, Gauge::noop());
         ra.advance_tail(S, Offset(0), Offset(100));
         let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
         ra.issued(S, &plan, Offset(300), &[(key(0), 100), (key(1), 100)]);
@@ -392,7 +431,7 @@ mod tests {
 
     #[test]
     fn the_budget_leaves_out_what_is_prefetched_and_unused() {
-        let ra = ReadAhead::new(8 << 20, 8 << 20);
+        let ra = ReadAhead::new(8 << 20, 8 << 20, Gauge::noop());
         ra.advance_tail(S, Offset(0), Offset(100));
         let plan = ra.advance_tail(S, Offset(100), Offset(200)).unwrap();
         let outstanding = INITIAL_WINDOW - INITIAL_WINDOW / 8;
@@ -406,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_first_fetch_of_old_data_opens_the_window_at_once() {
-        let ra = ReadAhead::new(64 << 20, 8 << 20);
+        let ra = ReadAhead::new(64 << 20, 8 << 20, Gauge::noop());
         let plan = ra.advance(S, Offset(0), Offset(100), true).unwrap();
         assert_eq!(plan.from, Offset(100));
         assert_eq!(plan.budget, INITIAL_WINDOW);
@@ -421,8 +460,33 @@ mod tests {
 
     #[test]
     fn read_ahead_of_zero_bytes_is_off() {
-        let ra = ReadAhead::new(0, 8 << 20);
+        let ra = ReadAhead::new(0, 8 << 20, Gauge::noop());
         assert_eq!(ra.advance(S, Offset(0), Offset(100), true), None);
         assert_eq!(ra.advance_tail(S, Offset(100), Offset(200)), None);
+    }
+
+    #[test]
+    fn the_summed_window_follows_every_cursor_opening_growing_shrinking_and_leaving() {
+        let ra = ReadAhead::new(64 << 20, 8 << 20, Gauge::noop());
+        let a = ra.advance(S, Offset(0), Offset(100), true).unwrap();
+        let b = ra
+            .advance(StreamId(2), Offset(0), Offset(100), true)
+            .unwrap();
+        assert_eq!(ra.windows(), 2 * INITIAL_WINDOW);
+        ra.issued(S, &a, Offset(200), &[(key(0), 100), (key(1), 100)]);
+        ra.used(&key(0));
+        let grown = ra.window(S, a.cursor);
+        assert!(grown > INITIAL_WINDOW);
+        assert_eq!(ra.windows(), grown + INITIAL_WINDOW);
+        ra.evicted(&key(1));
+        assert_eq!(ra.windows(), grown / 2 + ra.window(StreamId(2), b.cursor));
+        // Cursors of stream 2 beyond the kept few push the oldest (and its window) out.
+        for n in 1..=CURSORS_PER_STREAM as u64 {
+            ra.advance(StreamId(2), Offset(n * 1000), Offset(n * 1000 + 1), true);
+        }
+        assert_eq!(
+            ra.windows(),
+            grown / 2 + CURSORS_PER_STREAM as u64 * INITIAL_WINDOW
+        );
     }
 }
