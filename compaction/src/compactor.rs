@@ -44,6 +44,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::execute::{input_records, write_outputs, BuildOptions};
 use crate::gc::{delete_objects, Collector, GcReport};
 use crate::limiter::Bandwidth;
+use crate::metrics::CompactorMetrics;
 use crate::plan::{plan, Plan, PlanKind};
 use crate::retention::{trims, Ages};
 use crate::settings::CompactorSettings;
@@ -167,6 +168,8 @@ struct Inner {
     fenced: Mutex<Option<Error>>,
     /// One pass at a time.
     pass: tokio::sync::Mutex<PassState>,
+    /// The handles it reports through.
+    metrics: CompactorMetrics,
 }
 
 /// What passes remember.
@@ -205,6 +208,7 @@ impl Compactor {
         components: CompactorComponents,
     ) -> Result<Self> {
         settings.validate()?;
+        let metrics = CompactorMetrics::new();
         let meta = match components.meta {
             Some(meta) => meta,
             None => Arc::new(
@@ -249,6 +253,7 @@ impl Compactor {
                 epoch,
                 fenced: Mutex::new(None),
                 pass: tokio::sync::Mutex::new(PassState::default()),
+                metrics,
             }),
         })
     }
@@ -273,7 +278,18 @@ impl Compactor {
     pub async fn run_pass(&self) -> Result<PassReport> {
         self.check_fenced()?;
         let mut pass = self.inner.pass.lock().await;
+        let started = std::time::Instant::now();
+        let waited_before = self.inner.access.bandwidth.waited();
         let result = self.pass(&mut pass).await;
+        let throttled = self
+            .inner
+            .access
+            .bandwidth
+            .waited()
+            .saturating_sub(waited_before);
+        self.inner
+            .metrics
+            .pass(&result, started.elapsed(), throttled);
         if let Err(e) = &result {
             if e.is_fenced() {
                 self.latch(e.clone());
@@ -359,7 +375,10 @@ impl Compactor {
                 compactor_epoch: Some(self.epoch()),
             };
             match inner.meta.commit(change).await {
-                Ok(_) => report.trimmed_streams += 1,
+                Ok(_) => {
+                    report.trimmed_streams += 1;
+                    inner.metrics.streams_trimmed.increment(1);
+                }
                 // The stream was reopened or deleted meanwhile: the next pass sees it anew.
                 Err(e) if matches!(e.kind(), ErrorKind::Reopen | ErrorKind::InvalidInput) => {
                     tracing::debug!(stream = %t.stream, error = %e, "retention trim refused");
@@ -412,10 +431,14 @@ impl Compactor {
             .await?;
         // The collector refreshed the manifest: a newer compactor owns collection now.
         self.check_epoch(inner.meta.state().await?.compactor_epoch())?;
-        if !doomed.is_empty() {
+        inner.metrics.awaiting_grace.set(gc.awaiting_grace as f64);
+        if !doomed.paths.is_empty() {
             self.fail_at(Step::BeforeDelete)?;
-            gc.deleted = delete_objects(&inner.access, &doomed).await?;
-            pass.collector.deleted(&doomed);
+            gc.deleted = delete_objects(&inner.access, &doomed.paths).await?;
+            gc.deleted_bytes = doomed.bytes;
+            pass.collector.deleted(&doomed.paths);
+            inner.metrics.objects_deleted.increment(gc.deleted as u64);
+            inner.metrics.deleted_bytes.increment(doomed.bytes);
         }
         report.gc = gc;
         Ok(report)
@@ -478,6 +501,11 @@ impl Compactor {
         report.objects_added += written.objects.len();
         report.bytes_read += written.bytes_read;
         report.bytes_written += written.bytes_written;
+        let m = &inner.metrics;
+        m.objects_replaced.increment(p.removed.len() as u64);
+        m.objects_written.increment(written.objects.len() as u64);
+        m.read_bytes.increment(written.bytes_read);
+        m.written_bytes.increment(written.bytes_written);
         self.fail_at(Step::AfterCommit)?;
         Ok(())
     }

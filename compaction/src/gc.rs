@@ -49,6 +49,19 @@ pub struct GcReport {
     pub unreferenced: usize,
     /// Objects deleted.
     pub deleted: usize,
+    /// Bytes of the objects deleted (their sizes as listed).
+    pub deleted_bytes: u64,
+    /// Unreferenced objects left because their grace period has not passed yet.
+    pub awaiting_grace: usize,
+}
+
+/// The objects one collection picked for deletion.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Garbage {
+    /// Their keys.
+    pub paths: Vec<Path>,
+    /// Their sizes as listed, added up.
+    pub bytes: u64,
 }
 
 /// An object the last LIST returned.
@@ -57,6 +70,7 @@ struct Listed {
     id: ObjectId,
     path: Path,
     last_modified_ms: u64,
+    size: u64,
 }
 
 /// The collector's memory: when each unreferenced object was first seen unreferenced.
@@ -92,7 +106,7 @@ impl Collector {
         now_ms: impl Fn() -> u64,
         grace_ms: u64,
         max_deletes: usize,
-    ) -> Result<(Vec<Path>, GcReport)> {
+    ) -> Result<(Garbage, GcReport)> {
         let listed = list_objects(access).await?;
         let state = meta.refresh().await?;
         let now = now_ms();
@@ -102,7 +116,7 @@ impl Collector {
         };
         let mut seen_now = BTreeMap::new();
         let mut referenced = BTreeSet::new();
-        let mut doomed = Vec::new();
+        let mut doomed = Garbage::default();
         for l in listed {
             if state.object(l.id).is_some() {
                 referenced.insert(l.id);
@@ -117,8 +131,11 @@ impl Collector {
             seen_now.insert(l.id, first);
             let old_enough = now.saturating_sub(l.last_modified_ms) >= grace_ms;
             let unreferenced_long_enough = now.saturating_sub(first) >= grace_ms;
-            if old_enough && unreferenced_long_enough && doomed.len() < max_deletes {
-                doomed.push(l.path);
+            if !(old_enough && unreferenced_long_enough) {
+                report.awaiting_grace += 1;
+            } else if doomed.paths.len() < max_deletes {
+                doomed.paths.push(l.path);
+                doomed.bytes += l.size;
             }
         }
         // Forget what is gone or referenced; keep notes of ids not listed yet only while they
@@ -155,6 +172,7 @@ async fn list_objects(access: &ObjectAccess) -> Result<Vec<Listed>> {
         parse_object_path(&m.location).map(|id| Listed {
             id,
             last_modified_ms: u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0),
+            size: m.size,
             path: m.location,
         })
     })

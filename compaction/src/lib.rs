@@ -18,6 +18,9 @@
 //!    deleted only once the manifest no longer references them *and* a grace period has passed,
 //!    so readers that still hold the old layout finish their reads.
 //!
+//! It reports what it does (passes by outcome, bytes read and written, objects replaced and
+//! collected, time throttled) through the `metrics` facade: see [`metrics`].
+//!
 //! The compactor reads objects, not the stores' caches, and runs on its own tasks: appends and
 //! tail reads never wait for it. It runs beside a store in the same process or as a process of
 //! its own; either way it talks to the store only through the manifest and the object store.
@@ -48,6 +51,7 @@ mod compactor;
 mod execute;
 pub mod gc;
 pub mod limiter;
+pub mod metrics;
 pub mod plan;
 mod retention;
 pub mod settings;

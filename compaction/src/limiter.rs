@@ -4,12 +4,15 @@
 //! Every GET and PUT of compaction takes its size first. A request larger than the balance drives
 //! it below zero and the next one waits until it is positive again, so a single large object
 //! never waits forever and the average rate still holds. A rate of 0 turns the limiter off.
+//! The limiter adds up the time its callers waited ([`Bandwidth::waited`]) for the compactor's
+//! throttle metric.
 //!
 //! The store's read path has a limiter of its own that orders readers by priority; compaction is
 //! one class of traffic, so it needs only this plain bucket. It measures time with tokio's clock
 //! (pausable in tests); rate limiting is not part of the protocol, so that is not wall time the
 //! protocol depends on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -26,6 +29,8 @@ struct Bucket {
 pub struct Bandwidth {
     rate: f64,
     bucket: Mutex<Bucket>,
+    /// Nanoseconds callers spent waiting, in total.
+    waited_nanos: AtomicU64,
 }
 
 /// The longest single sleep; a waiter re-checks the balance after it.
@@ -41,6 +46,7 @@ impl Bandwidth {
                 tokens: rate,
                 refilled: Instant::now(),
             }),
+            waited_nanos: AtomicU64::new(0),
         }
     }
 
@@ -62,8 +68,17 @@ impl Bandwidth {
                 }
                 Duration::from_secs_f64((-b.tokens + 1.0) / self.rate).min(MAX_SLEEP)
             };
+            let started = Instant::now();
             tokio::time::sleep(wait).await;
+            let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.waited_nanos.fetch_add(waited, Ordering::Relaxed);
         }
+    }
+
+    /// The time callers of [`Bandwidth::acquire`] have spent waiting, in total (by tokio's
+    /// clock).
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
     }
 }
 
@@ -82,6 +97,9 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(3_800), "{took:?}");
         assert!(took <= Duration::from_millis(4_500), "{took:?}");
+        // Every wait is counted, and nothing but the waits.
+        assert!(limiter.waited() >= Duration::from_millis(3_800));
+        assert!(limiter.waited() <= took);
     }
 
     #[tokio::test(start_paused = true)]
@@ -99,5 +117,6 @@ mod tests {
         let started = Instant::now();
         limiter.acquire(u64::MAX).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(limiter.waited(), Duration::ZERO);
     }
 }

@@ -38,8 +38,8 @@ where
     Seen::take(&snapshotter)
 }
 
-/// One snapshot of the recorder, the series of one backend (a snapshot drains histograms, so
-/// take it once).
+/// One snapshot of the recorder. A snapshot drains counters and histograms: a later one holds
+/// only what moved since.
 struct Seen {
     values: Vec<(String, HashMap<String, String>, DebugValue)>,
 }
@@ -122,8 +122,8 @@ fn the_file_wal_reports_group_commits_syncs_live_segments_and_replay() {
                 .collect();
             // 40 frames of about 4 KiB fill three segments of 64 KiB.
             let before_trim = Seen::take(&snapshotter);
-            // The open replayed an empty WAL (a snapshot drains histograms: this one takes the
-            // first open's replay sample).
+            // The open replayed an empty WAL (this snapshot takes the first open's replay
+            // sample: the final one holds only the reopen's).
             assert_eq!(before_trim.samples(m::REPLAY_DURATION, "file").len(), 1);
             assert_eq!(before_trim.counter(m::REPLAYED_BYTES, "file"), 0);
             assert_eq!(
