@@ -7,7 +7,9 @@
 //! update is a no-op.
 //!
 //! Every name is a constant here, prefixed `objstream_`, and [`describe`] registers each one's
-//! unit and description. `docs/metrics.md` lists them with what each tells an operator.
+//! unit and description. The WAL backends report from inside through the names of
+//! [`objstream_wal::metrics`] (prefixed `objstream_wal_`), which [`describe`] registers too.
+//! `docs/metrics.md` lists them all with what each tells an operator.
 //!
 //! Hot-path cost: the handles ([`metrics::Counter`], [`metrics::Histogram`], [`metrics::Gauge`])
 //! are built with their labels when the store (or [`MeteredObjectStore`]) is created, so an
@@ -121,9 +123,11 @@ pub const LABEL_TIER: &str = "tier";
 /// Label: what became of read-ahead bytes.
 pub const LABEL_USE: &str = "use";
 
-/// Registers the unit and description of every metric with the current recorder. The store
-/// calls it when it opens; calling it again is harmless.
+/// Registers the unit and description of every metric with the current recorder, the WAL
+/// backends' (`objstream_wal::metrics`) included. The store calls it when it opens; calling it
+/// again is harmless.
 pub fn describe() {
+    objstream_wal::metrics::describe();
     describe_histogram!(
         APPEND_DURATION,
         Unit::Seconds,

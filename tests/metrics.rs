@@ -17,6 +17,7 @@ use objstream::testing::{Fault, FaultRule, FaultyObjectStore, OpKind};
 use objstream::{
     Components, Compression, NodeId, Offset, RecordBatch, Settings, Store, WalSettings,
 };
+use objstream_wal::metrics as wal_metrics;
 
 /// Runs `test` on a current-thread runtime with a fresh local recorder; returns what the
 /// recorder saw.
@@ -90,6 +91,16 @@ impl Seen {
         self.matching(name, labels)
             .map(|v| match v {
                 DebugValue::Histogram(xs) => xs.len(),
+                other => panic!("{name} is not a histogram: {other:?}"),
+            })
+            .sum()
+    }
+
+    /// The sum of the values the histograms `name` whose labels include `labels` recorded.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(name, labels)
+            .map(|v| match v {
+                DebugValue::Histogram(xs) => xs.iter().map(|x| x.0).sum::<f64>(),
                 other => panic!("{name} is not a histogram: {other:?}"),
             })
             .sum()
@@ -207,6 +218,27 @@ fn appends_uploads_commits_and_fetches_move_their_metrics() {
     assert!(seen.counter(m::READ_CACHE_HITS, &[("tier", "log")]) >= 1);
     assert_eq!(seen.counter(m::FENCED, &[]), 0);
     assert_eq!(seen.counter(m::RECOVERIES, &[("kind", "restart")]), 1);
+
+    // The file WAL reported from inside to the same recorder: its group commits hold at least
+    // the twenty appends, each group made durable by one sync.
+    let file = [(wal_metrics::LABEL_WAL, "file")];
+    let group_commits = seen.samples(wal_metrics::WRITE_RECORDS, &file);
+    let wal_records = seen.sum(wal_metrics::WRITE_RECORDS, &file);
+    assert!(wal_records >= 20.0, "WAL records: {wal_records}");
+    assert!(
+        (1..=wal_records as usize).contains(&group_commits),
+        "group commits: {group_commits}"
+    );
+    assert!(seen.sum(wal_metrics::WRITE_BYTES, &file) > bytes as f64);
+    assert_eq!(
+        seen.samples(wal_metrics::SYNC_DURATION, &file),
+        group_commits
+    );
+    assert_eq!(seen.samples(wal_metrics::WRITE_BYTES, &file), group_commits);
+    assert_eq!(seen.samples(wal_metrics::REPLAY_DURATION, &file), 1);
+    assert_eq!(seen.gauge(wal_metrics::WRITES_IN_FLIGHT, &file), Some(0.0));
+    let used = seen.gauge(wal_metrics::USED_BYTES, &file);
+    assert!(used.is_some_and(|u| u > 0.0), "{used:?}");
 }
 
 #[test]

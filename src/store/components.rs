@@ -106,7 +106,10 @@ impl Components {
                         token,
                         settings.manifest_checkpoint_every,
                     )
-                    .await?,
+                    .await?
+                    .with_log_retention(std::time::Duration::from_secs(
+                        settings.manifest_log_retention_secs,
+                    ))?,
                 ) as Arc<dyn MetaStore>
             }
         };
@@ -188,14 +191,17 @@ pub(crate) async fn open_wal(
     }
     let settings = settings.clone();
     let (node, node_epoch) = (target.owner, target.epoch);
+    // Registered here, not on the blocking thread: the caller's recorder may be thread-local.
+    let file_metrics = FileWal::new_metrics();
     let wal = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Wal>> {
         Ok(match settings {
-            WalSettings::File { dir, segment_bytes } => Arc::new(FileWal::open(
+            WalSettings::File { dir, segment_bytes } => Arc::new(FileWal::open_with_metrics(
                 dir,
                 FileWalOptions {
                     segment_bytes,
                     max_record_bytes,
                 },
+                file_metrics,
             )?),
             WalSettings::Block { path, create_bytes } => Arc::new(BlockWal::open(
                 path,

@@ -36,8 +36,9 @@
 //! commit's bytes and records and its `fdatasync` time, the syncs in flight (up to the number of
 //! writer threads), the bytes of live segment files (whole segments: that is what the disk
 //! holds), and the bytes and time of recovery at open. It reports no capacity: it grows as far
-//! as the disk lets it. The handles are built once in
-//! [`FileWal::open`]; the writers update them without allocating or taking a lock.
+//! as the disk lets it. The handles are built once, in [`FileWal::open`] (or by the caller of
+//! [`FileWal::open_with_metrics`]); the writers update them without allocating or taking a
+//! lock.
 //!
 //! The directory holds a `LOCK` file, locked (`flock`) while a `FileWal` has it open, so that two
 //! processes never write one WAL.
@@ -226,7 +227,26 @@ impl FileWal {
     /// Opens the WAL in `dir`, creating the directory and the first segment if needed, and
     /// recovers what is there: a torn tail is cut, and corruption anywhere else fails the open
     /// with [`WalErrorKind::Corruption`] naming the file and byte offset.
+    ///
+    /// Its metric handles register with the recorder current on the calling thread.
     pub fn open(dir: impl AsRef<Path>, options: FileWalOptions) -> WalResult<FileWal> {
+        Self::open_with_metrics(dir, options, Self::new_metrics())
+    }
+
+    /// The handles a file WAL reports through (`wal = file`; no capacity series), registered
+    /// with the recorder current on the calling thread. For a caller that opens the WAL on
+    /// another thread (a blocking task) but wants the numbers in its own thread's recorder.
+    pub fn new_metrics() -> WalMetrics {
+        // A file WAL grows as far as the disk lets it: no capacity to report.
+        WalMetrics::with_gauges("file", true, false)
+    }
+
+    /// [`FileWal::open`], reporting through `metrics` (see [`FileWal::new_metrics`]).
+    pub fn open_with_metrics(
+        dir: impl AsRef<Path>,
+        options: FileWalOptions,
+        metrics: WalMetrics,
+    ) -> WalResult<FileWal> {
         let dir = dir.as_ref().to_path_buf();
         let segment_bytes = options.segment_bytes & !(frame::ALIGN as u64 - 1);
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&segment_bytes) {
@@ -249,8 +269,6 @@ impl FileWal {
         let lock = lock_dir(&dir)?;
         let dir_handle = File::open(&dir).map_err(|e| io_err("open directory", e))?;
 
-        // A file WAL grows as far as the disk lets it: no capacity to report.
-        let metrics = WalMetrics::with_gauges("file", true, false);
         let started = Instant::now();
         let recovered = recovery::recover(&dir, segment_bytes)?;
         let replayed: usize = recovered.records.iter().map(|r| r.payload.len()).sum();
