@@ -106,10 +106,7 @@ impl Components {
                         token,
                         settings.manifest_checkpoint_every,
                     )
-                    .await?
-                    .with_log_retention(std::time::Duration::from_secs(
-                        settings.manifest_log_retention_secs,
-                    ))?,
+                    .await?,
                 ) as Arc<dyn MetaStore>
             }
         };
