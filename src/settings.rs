@@ -201,6 +201,11 @@ pub struct Settings {
     /// Write a manifest checkpoint every this many records. Default 64. Fewer records to read at
     /// open versus more checkpoint PUTs.
     pub manifest_checkpoint_every: u64,
+    /// Seconds a manifest checkpoint must have existed before the log records it covers (and
+    /// older checkpoints) are deleted. Default 600; 0 keeps every record; otherwise at least
+    /// 180 (`manifest::prune::MIN_LOG_RETENTION`). Without pruning the log grows by one small
+    /// object per commit forever; the node that writes a checkpoint prunes below it.
+    pub manifest_log_retention_secs: u64,
     /// Object ids reserved from the manifest at a time. Default 64: one manifest commit per 64
     /// uploads rather than one per upload. Unused ids are skipped, never reused.
     pub object_id_batch: u64,
@@ -226,6 +231,7 @@ impl Default for Settings {
             read_ahead_bytes: 32 << 20,
             catch_up_bytes_per_sec: 0,
             manifest_checkpoint_every: 64,
+            manifest_log_retention_secs: 600,
             object_id_batch: 64,
         }
     }
@@ -338,6 +344,14 @@ impl Settings {
         }
         if self.max_uploads_in_flight == 0 {
             return fail("max_uploads_in_flight must be at least 1".into());
+        }
+        let min_retention = crate::manifest::prune::MIN_LOG_RETENTION.as_secs();
+        if self.manifest_log_retention_secs != 0 && self.manifest_log_retention_secs < min_retention
+        {
+            return fail(format!(
+                "manifest_log_retention_secs must be 0 (keep every record) or at least {min_retention}, not {}",
+                self.manifest_log_retention_secs
+            ));
         }
         if self.block_bytes == 0 || self.block_bytes > crate::format::MAX_BLOCK_RAW_BYTES {
             return fail(format!(

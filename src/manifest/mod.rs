@@ -53,6 +53,7 @@ mod apply;
 pub mod change;
 pub mod checkpoint;
 mod paths;
+pub mod prune;
 pub mod record;
 pub mod state;
 pub mod store;

@@ -44,19 +44,34 @@ impl ManifestPaths {
         &self.checkpoints
     }
 
+    /// The folder holding the log records (to LIST when pruning).
+    pub(crate) fn records(&self) -> &Path {
+        &self.records
+    }
+
     /// The sequence number of a checkpoint key, or `None` when `key` is not one.
     pub(crate) fn checkpoint_seq(&self, key: &Path) -> Option<u64> {
-        let mut rest = key.prefix_match(&self.checkpoints)?;
-        let name = rest.next()?;
-        if rest.next().is_some() {
-            return None;
-        }
-        let name = name.as_ref();
-        if name.len() != SEQ_DIGITS || !name.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        name.parse().ok()
+        seq_under(&self.checkpoints, key)
     }
+
+    /// The sequence number of a record key, or `None` when `key` is not one.
+    pub(crate) fn record_seq(&self, key: &Path) -> Option<u64> {
+        seq_under(&self.records, key)
+    }
+}
+
+/// The number of a key directly under `folder` whose name is 20 digits.
+fn seq_under(folder: &Path, key: &Path) -> Option<u64> {
+    let mut rest = key.prefix_match(folder)?;
+    let name = rest.next()?;
+    if rest.next().is_some() {
+        return None;
+    }
+    let name = name.as_ref();
+    if name.len() != SEQ_DIGITS || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
 }
 
 #[cfg(test)]
@@ -81,6 +96,9 @@ mod tests {
         let paths = ManifestPaths::new(&Path::from("p"));
         for seq in [1, 42, 1 << 40, u64::MAX] {
             assert_eq!(paths.checkpoint_seq(&paths.checkpoint(seq)), Some(seq));
+            assert_eq!(paths.record_seq(&paths.record(seq)), Some(seq));
+            assert_eq!(paths.record_seq(&paths.checkpoint(seq)), None);
+            assert_eq!(paths.checkpoint_seq(&paths.record(seq)), None);
         }
     }
 

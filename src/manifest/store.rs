@@ -33,10 +33,13 @@
 //! A record that fails to decode, or does not apply to the state it follows, is a corruption
 //! error naming its key; it is never skipped.
 //!
-//! Removing log records older than a checkpoint is not done here yet. Whatever removes them
-//! must leave a checkpoint at every multiple of `checkpoint_every` it removes records below (so
-//! the probe in step 4 finds it) and must wait longer than any writer can go without reading
-//! the log, since a create of a removed number would succeed.
+//! 5. **Prune** (with [`ObjectStoreMetaStore::with_log_retention`]). The writer of a checkpoint
+//!    removes the records below it, and older checkpoints, once the retention has passed since
+//!    the checkpoint was written. Because a create of a removed number would succeed, every
+//!    create and every read forward is preceded by a check that this store saw the tail less
+//!    than [`TAIL_FRESHNESS`] ago; otherwise it reloads (step 1) first. Module
+//!    [`prune`](super::prune) has the argument. Every store follows the freshness rule, pruning
+//!    or not.
 
 use std::fmt;
 use std::sync::Arc;
@@ -47,6 +50,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use super::change::{Change, Outcome};
 use super::checkpoint::{checkpoint_exists, list_checkpoints, read_checkpoint, write_checkpoint};
 use super::paths::ManifestPaths;
+use super::prune::{LogPruner, TailWatch, TAIL_FRESHNESS};
 use super::record::{decode_record, encode_record, Record, WriterToken};
 use super::state::ManifestState;
 use super::{Committed, MetaStore};
@@ -73,6 +77,20 @@ pub struct ObjectStoreMetaStore {
     cached: parking_lot::Mutex<Arc<ManifestState>>,
     /// Commit latency and conflict counters.
     metrics: crate::metrics::ManifestMetrics,
+    /// When the log's tail was last seen.
+    tail: TailWatch,
+    /// Removes records that checkpoints this store wrote cover; `None` keeps every record.
+    pruner: Option<Arc<LogPruner>>,
+}
+
+/// What one create of the next record found.
+enum Created {
+    /// The record is ours now.
+    Yes,
+    /// The key is taken (or the create was refused): read it back.
+    Taken,
+    /// The last sight of the tail went stale before the create could be sent: reload first.
+    Stale,
 }
 
 impl fmt::Debug for ObjectStoreMetaStore {
@@ -107,11 +125,40 @@ impl ObjectStoreMetaStore {
             commit_lock: tokio::sync::Mutex::new(()),
             cached: parking_lot::Mutex::new(Arc::new(ManifestState::new())),
             metrics: crate::metrics::ManifestMetrics::new(),
+            tail: TailWatch::default(),
+            pruner: None,
         };
         let state = meta.load_newest().await?;
         tracing::debug!(prefix = %meta.prefix, seq = state.seq(), "opened the manifest");
         *meta.cached.lock() = Arc::new(state);
         Ok(meta)
+    }
+
+    /// Removes log records once a checkpoint this store wrote covers them and `retention` has
+    /// passed since (zero: keep every record). At least
+    /// [`MIN_LOG_RETENTION`](super::prune::MIN_LOG_RETENTION); fails with an invalid-input
+    /// error otherwise.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::{sync::Arc, time::Duration};
+    /// use objstream::manifest::{ObjectStoreMetaStore, WriterToken};
+    /// let store = Arc::new(object_store::memory::InMemory::new());
+    /// let meta = ObjectStoreMetaStore::open(store, "events".into(), WriterToken(7), 64)
+    ///     .await
+    ///     .unwrap()
+    ///     .with_log_retention(Duration::from_secs(600))
+    ///     .unwrap();
+    /// # drop(meta);
+    /// # });
+    /// ```
+    pub fn with_log_retention(mut self, retention: std::time::Duration) -> Result<Self> {
+        self.pruner = if retention.is_zero() {
+            None
+        } else {
+            Some(Arc::new(LogPruner::new(retention)?))
+        };
+        Ok(self)
     }
 
     /// This store's writer token.
@@ -135,8 +182,30 @@ impl ObjectStoreMetaStore {
         }
     }
 
-    /// The newest checkpoint that decodes plus every record after it.
+    /// The newest checkpoint that decodes plus every record after it. An attempt that took
+    /// longer than [`TAIL_FRESHNESS`] from its LIST starts over: what it listed may have been
+    /// pruned since.
     async fn load_newest(&self) -> Result<ManifestState> {
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let listed_at = tokio::time::Instant::now();
+            let state = self.load_newest_once().await?;
+            if listed_at.elapsed() < TAIL_FRESHNESS {
+                self.tail.observed(listed_at);
+                return Ok(state);
+            }
+            tracing::warn!(
+                took = ?listed_at.elapsed(),
+                "loading the manifest took longer than the tail may stay unseen; loading again"
+            );
+        }
+        Err(ErrorDetail::Conflict(format!(
+            "loading the manifest took longer than {TAIL_FRESHNESS:?} {ATTEMPTS} times"
+        ))
+        .into())
+    }
+
+    async fn load_newest_once(&self) -> Result<ManifestState> {
         let checkpoints = self.paths.checkpoints();
         let seqs = retry_transient_errors(
             "list manifest checkpoints",
@@ -232,6 +301,26 @@ impl ObjectStoreMetaStore {
         Ok(Arc::new(state))
     }
 
+    /// `base` brought to the tail: read forward while the last sight of the tail is fresh,
+    /// reloaded from the newest checkpoint otherwise.
+    async fn advance_to_tail(&self, base: Arc<ManifestState>) -> Result<Arc<ManifestState>> {
+        if !self.tail.is_fresh() {
+            let reloaded = Arc::new(self.load_newest().await?);
+            return Ok(if reloaded.seq() >= base.seq() {
+                reloaded
+            } else {
+                base
+            });
+        }
+        let started = tokio::time::Instant::now();
+        let mut state = self.advance(base).await?;
+        if self.fell_behind_a_checkpoint(state.seq()).await? {
+            state = self.restart_past(state.seq()).await?;
+        }
+        self.tail.observed(started);
+        Ok(state)
+    }
+
     /// True when a checkpoint past `seq` exists although record `seq + 1` does not: the records
     /// after `seq` were removed behind a newer checkpoint.
     async fn fell_behind_a_checkpoint(&self, seq: u64) -> Result<bool> {
@@ -271,9 +360,11 @@ impl ObjectStoreMetaStore {
         Ok(Arc::new(state))
     }
 
-    /// Creates record `seq`; false when the key already exists (possibly written by an earlier
-    /// attempt of this very call whose response was lost: the caller reads it back).
-    async fn create_record(&self, record: &Record) -> Result<bool> {
+    /// Creates record `seq`. [`Created::Taken`] when the key already exists (possibly written
+    /// by an earlier attempt of this very call whose response was lost: the caller reads it
+    /// back); [`Created::Stale`] when the tail was last seen too long ago to send the create
+    /// (the number may have been pruned, and a create of it would succeed).
+    async fn create_record(&self, record: &Record) -> Result<Created> {
         let key = self.paths.record(record.seq);
         let bytes = encode_record(record)?;
         retry_transient(
@@ -281,14 +372,17 @@ impl ObjectStoreMetaStore {
             &key,
             Backoff::for_uploads(record.seq),
             || async {
+                if !self.tail.is_fresh() {
+                    return Ok(Created::Stale);
+                }
                 let payload = PutPayload::from(bytes.clone());
                 match self
                     .store
                     .put_opts(&key, payload, PutMode::Create.into())
                     .await
                 {
-                    Ok(_) => Ok(true),
-                    Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                    Ok(_) => Ok(Created::Yes),
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::Taken),
                     Err(e) => Err(e),
                 }
             },
@@ -314,9 +408,16 @@ impl ObjectStoreMetaStore {
             // Best effort, not retried: a throttled store is better off without the extra
             // requests, and the next boundary writes a checkpoint again.
             let written = write_checkpoint(self.store.as_ref(), &self.paths, &state).await;
-            if let Err(e) = written {
-                tracing::warn!(seq, error = %e, "could not write a manifest checkpoint; opening will replay more records");
+            match (written, &self.pruner) {
+                (Err(e), _) => {
+                    tracing::warn!(seq, error = %e, "could not write a manifest checkpoint; opening will replay more records");
+                }
+                (Ok(()), Some(pruner)) => pruner.checkpoint_written(seq),
+                (Ok(()), None) => {}
             }
+        }
+        if let Some(pruner) = &self.pruner {
+            pruner.start_due(&self.store, &self.paths);
         }
         Committed {
             seq,
@@ -334,10 +435,7 @@ impl MetaStore for ObjectStoreMetaStore {
 
     async fn refresh(&self) -> Result<Arc<ManifestState>> {
         let _guard = self.commit_lock.lock().await;
-        let mut state = self.advance(self.cached()).await?;
-        if self.fell_behind_a_checkpoint(state.seq()).await? {
-            state = self.restart_past(state.seq()).await?;
-        }
+        let state = self.advance_to_tail(self.cached()).await?;
         self.publish(Arc::clone(&state));
         Ok(state)
     }
@@ -361,6 +459,11 @@ impl ObjectStoreMetaStore {
     async fn commit_inner(&self, change: Change) -> Result<Committed> {
         let _guard = self.commit_lock.lock().await;
         let mut base = self.cached();
+        if !self.tail.is_fresh() {
+            // Validate against the log as it is, not as it was when this store last looked.
+            base = self.advance_to_tail(base).await?;
+            self.publish(Arc::clone(&base));
+        }
         let mut conflicts = Backoff::for_uploads(base.seq());
         for attempt in 1..=MAX_COMMIT_ATTEMPTS {
             let mut next = (*base).clone();
@@ -384,8 +487,18 @@ impl ObjectStoreMetaStore {
                 writer: self.writer,
                 change: change.clone(),
             };
-            if self.create_record(&record).await? {
-                return Ok(self.committed(&change, outcome, next, attempt).await);
+            let sent_at = tokio::time::Instant::now();
+            match self.create_record(&record).await? {
+                Created::Yes => {
+                    self.tail.observed(sent_at);
+                    return Ok(self.committed(&change, outcome, next, attempt).await);
+                }
+                Created::Stale => {
+                    base = self.advance_to_tail(base).await?;
+                    self.publish(Arc::clone(&base));
+                    continue;
+                }
+                Created::Taken => {}
             }
             let Some(existing) = self.read_record(seq).await? else {
                 if self.fell_behind_a_checkpoint(base.seq()).await? {
@@ -410,7 +523,7 @@ impl ObjectStoreMetaStore {
             self.metrics.lost_race.increment(1);
             let mut theirs = (*base).clone();
             self.apply_record(&mut theirs, &existing)?;
-            base = self.advance(Arc::new(theirs)).await?;
+            base = self.advance_to_tail(Arc::new(theirs)).await?;
             self.publish(Arc::clone(&base));
         }
         Err(ErrorDetail::Conflict(format!(

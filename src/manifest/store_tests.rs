@@ -422,3 +422,145 @@ async fn the_meta_store_is_usable_as_a_trait_object() {
     assert_eq!(committed.outcome, Outcome::CompactorEpoch(Epoch(1)));
     assert!(format!("{meta:?}").contains("seq: 1"));
 }
+
+mod pruning {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::manifest::prune::{MIN_LOG_RETENTION, TAIL_FRESHNESS};
+
+    async fn pruning(store: &Arc<dyn ObjectStore>, writer: WriterToken) -> ObjectStoreMetaStore {
+        open(store, writer, 4)
+            .await
+            .with_log_retention(MIN_LOG_RETENTION)
+            .unwrap()
+    }
+
+    /// A change that is always valid: node 9 starts again.
+    fn filler() -> Change {
+        Change::OpenNode { node: NodeId(9) }
+    }
+
+    async fn settle(meta: &ObjectStoreMetaStore) {
+        meta.pruner.as_ref().unwrap().settle().await;
+    }
+
+    async fn stored(store: &Arc<dyn ObjectStore>, folder: &str) -> Vec<u64> {
+        let paths = ManifestPaths::new(&prefix());
+        let listed: Vec<_> = store
+            .list(Some(&prefix().join(folder)))
+            .try_collect()
+            .await
+            .unwrap();
+        let mut seqs: Vec<u64> = listed
+            .iter()
+            .filter_map(|m| {
+                paths
+                    .record_seq(&m.location)
+                    .or_else(|| paths.checkpoint_seq(&m.location))
+            })
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    use futures::TryStreamExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn covered_records_go_once_the_retention_has_passed_and_an_opener_sees_the_same_state() {
+        let store = memory();
+        let meta = pruning(&store, ME).await;
+        let _stream = fill(&meta, 6).await; // records 1..=9, checkpoints 4 and 8
+        settle_if_running(&meta).await;
+        assert_eq!(
+            stored(&store, "manifest").await,
+            (1..=9).collect::<Vec<_>>()
+        );
+
+        // Not yet: the checkpoints are younger than the retention.
+        tokio::time::advance(MIN_LOG_RETENTION - Duration::from_secs(1)).await;
+        meta.commit(filler()).await.unwrap(); // record 10
+        settle_if_running(&meta).await;
+        assert_eq!(
+            stored(&store, "manifest").await,
+            (1..=10).collect::<Vec<_>>()
+        );
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        meta.commit(filler()).await.unwrap(); // record 11
+        settle(&meta).await;
+        assert_eq!(stored(&store, "manifest").await, vec![8, 9, 10, 11]);
+        assert_eq!(stored(&store, "manifest-checkpoint").await, vec![8]);
+
+        let reopened = open(&store, OTHER, 4).await;
+        assert_eq!(
+            json(&reopened.state().await.unwrap()),
+            json(&meta.state().await.unwrap())
+        );
+    }
+
+    async fn settle_if_running(meta: &ObjectStoreMetaStore) {
+        meta.pruner.as_ref().unwrap().settle().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_writer_reloads_before_it_commits_so_it_never_recreates_a_pruned_record() {
+        let store = memory();
+        let idle = open(&store, OTHER, 4).await; // prunes nothing itself
+        let busy = pruning(&store, ME).await;
+        let _stream = fill(&busy, 10).await; // records 1..=13
+        idle.refresh().await.unwrap();
+        assert_eq!(idle.state().await.unwrap().seq(), 13);
+
+        // The busy node goes on; once the retention passes it prunes below checkpoint 16.
+        for _ in 0..3 {
+            busy.commit(filler()).await.unwrap();
+        }
+        tokio::time::advance(MIN_LOG_RETENTION + Duration::from_secs(1)).await;
+        busy.commit(filler()).await.unwrap(); // record 17
+        settle(&busy).await;
+        assert!(
+            !exists(&store, &record_key(14)).await,
+            "record 14 was pruned"
+        );
+
+        // The idle node's cached state stops at 13; record 14's key is free again. A create of
+        // it would succeed and be lost; the idle node must reload instead.
+        let committed = idle.commit(Change::OpenNode { node: B }).await.unwrap();
+        assert_eq!(committed.seq, 18);
+        assert!(
+            !exists(&store, &record_key(14)).await,
+            "no fork below the tail"
+        );
+        let fresh = open(&store, ME, 4).await;
+        assert_eq!(
+            json(&fresh.state().await.unwrap()),
+            json(&committed.state),
+            "an opener sees the idle node's commit"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_idle_past_the_freshness_window_reloads_when_it_refreshes() {
+        let store = memory();
+        let reader = open(&store, OTHER, 4).await;
+        let busy = pruning(&store, ME).await;
+        let _stream = fill(&busy, 10).await;
+        tokio::time::advance(MIN_LOG_RETENTION + TAIL_FRESHNESS).await;
+        busy.commit(filler()).await.unwrap();
+        settle(&busy).await;
+        assert!(!exists(&store, &record_key(1)).await);
+        let caught_up = reader.refresh().await.unwrap();
+        assert_eq!(json(&caught_up), json(&busy.state().await.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_retention_below_the_minimum_is_refused_by_the_meta_store() {
+        let store = memory();
+        let err = open(&store, ME, 4)
+            .await
+            .with_log_retention(Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+}

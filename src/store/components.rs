@@ -106,7 +106,10 @@ impl Components {
                         token,
                         settings.manifest_checkpoint_every,
                     )
-                    .await?,
+                    .await?
+                    .with_log_retention(std::time::Duration::from_secs(
+                        settings.manifest_log_retention_secs,
+                    ))?,
                 ) as Arc<dyn MetaStore>
             }
         };
