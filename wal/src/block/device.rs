@@ -167,7 +167,8 @@ pub struct AlignedBuf {
     align: usize,
 }
 
-/// The alignment of [`AlignedBuf::for_bulk_reads`] buffers: a transparent huge page.
+/// The alignment of [`AlignedBuf::for_bulk_reads`] buffers: a transparent huge page. A
+/// buffer with this alignment is a mapping of its own (see `Drop`).
 const HUGE_PAGE: usize = 2 << 20;
 
 // SAFETY: the buffer is uniquely owned heap memory, like a Vec<u8>.
@@ -193,26 +194,50 @@ impl AlignedBuf {
     }
 
     /// A zeroed buffer like [`AlignedBuf::new`], for large reads whose bytes are kept (a
-    /// replay): from 2 MiB on it is aligned to 2 MiB and asks for transparent huge pages, so
-    /// that filling it takes one page fault per 2 MiB rather than one per 4 KiB (page faults,
-    /// not copying, bound replay from a fast device).
+    /// replay): from 2 MiB on it is fresh anonymous memory mapped at a 2 MiB boundary with
+    /// transparent huge pages asked for, so that filling it takes one page fault per 2 MiB
+    /// rather than one per 4 KiB, and is not zeroed twice (the kernel hands out zeroed pages;
+    /// page faults, not copying, bound replay from a fast device).
     pub fn for_bulk_reads(len: usize) -> AlignedBuf {
         let len = len.max(1).div_ceil(BLOCK) * BLOCK;
         if len < HUGE_PAGE {
             return AlignedBuf::new(len);
         }
-        let layout = Layout::from_size_align(len, HUGE_PAGE).expect("huge-page-aligned layout");
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout);
+        let span = len + HUGE_PAGE;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing; it
+        // aliases nothing.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
-        // SAFETY: `raw` points to `len` bytes we own. The advice is only a hint: its failure
-        // (a kernel without transparent huge pages) changes nothing but speed.
-        unsafe {
-            libc::madvise(raw.cast(), len, libc::MADV_HUGEPAGE);
-            std::ptr::write_bytes(raw, 0, len);
+        if raw == libc::MAP_FAILED {
+            return AlignedBuf::new(len);
         }
+        let base = raw as usize;
+        let aligned = base.div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        // SAFETY: the head before the aligned start and the tail after `len` bytes from it lie
+        // inside the mapping made above and are never used; unmapping them and advising on the
+        // rest only concern that mapping. The advice is a hint: its failure (a kernel without
+        // transparent huge pages) changes nothing but speed.
+        unsafe {
+            if aligned > base {
+                libc::munmap(raw, aligned - base);
+            }
+            let tail = base + span - (aligned + len);
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        let Some(ptr) = NonNull::new(aligned as *mut u8) else {
+            return AlignedBuf::new(len);
+        };
         AlignedBuf {
             ptr,
             len,
@@ -244,8 +269,13 @@ impl DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.align == HUGE_PAGE {
+            // SAFETY: mapped in `for_bulk_reads`, exactly `len` bytes from `ptr`.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+            return;
+        }
         let layout = Layout::from_size_align(self.len, self.align).expect("aligned layout");
-        // SAFETY: allocated in `new` or `for_bulk_reads` with this same layout.
+        // SAFETY: allocated in `new` with this same layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
     }
 }

@@ -92,6 +92,7 @@ mod crashing;
 mod device;
 mod header;
 pub mod inspect;
+mod reader;
 mod ring;
 mod writer;
 
@@ -111,6 +112,7 @@ pub use crashing::CrashingDevice;
 pub use device::{AlignedBuf, BlockDevice, BufferPool, DirectFile, MemDevice, BLOCK, SECTOR};
 use header::Slots;
 pub use header::{Header, HEADER_AREA, HEADER_MAGIC};
+pub use reader::{RECOVERY_READ_BYTES, RECOVERY_READ_DEPTH};
 use ring::{align_up, Ring};
 use writer::{Pending, Queue};
 
@@ -280,7 +282,11 @@ impl BlockWal {
         let window = (in_flight + max_write + BLOCK as u64).min(ring.size);
         let recovered = ring::recover(&*dev, ring, mine.trim, max_frame, window)?;
         let mut zero_buf = AlignedBuf::new(max_write.min(1 << 20) as usize);
-        let zero_to = (recovered.cut + in_flight + BLOCK as u64).min(mine.trim + ring.size);
+        // The scan past the cut read further than this, so it knows where the bytes left
+        // there end: blocks of zeros need no write.
+        let zero_to = (recovered.cut + in_flight + BLOCK as u64)
+            .min(mine.trim + ring.size)
+            .min(recovered.dirty_end);
         ring::zero_range(&*dev, ring, recovered.cut, zero_to, &mut zero_buf)?;
 
         let shared = Arc::new(Shared {

@@ -36,19 +36,17 @@
 //! keeps up to four; their frames' batch starts point back to the oldest, so they read as a
 //! torn tail, not as corruption), and the zeroing covers them too.
 //!
-//! Recovery reads 8 MiB chunks, the next one in a scoped thread while the current one is
-//! decoded. Replayed payloads are slices of those chunks, not copies: memory held by a replay
-//! is the replayed bytes plus at most one largest write per chunk, until the records are
-//! dropped.
+//! Recovery reads through module `reader`: large chunks, several reads in flight while the
+//! current chunk is decoded. Replayed payloads are slices of those chunks, not copies: memory
+//! held by a replay is the replayed bytes plus at most one largest frame per chunk, until the
+//! records are dropped.
 
-use std::io;
-use std::thread::{Scope, ScopedJoinHandle};
-
-use bytes::Bytes;
+use std::thread::Scope;
 
 use super::device::{AlignedBuf, BlockDevice, BLOCK};
 use super::header::HEADER_AREA;
-use crate::frame::{self, Decoded, FRAME_MAGIC};
+use super::reader::Reader;
+use crate::frame::{self, Decoded, RawHeader, FRAME_MAGIC};
 use crate::{WalError, WalPosition, WalRecord, WalResult};
 
 /// The magic of a padding marker ("OSWP" read as little-endian bytes).
@@ -107,140 +105,6 @@ pub(crate) fn is_pad(ring: Ring, pos: u64, bytes: &[u8]) -> bool {
         && word(16) == ring.lap_end(pos) - pos
 }
 
-/// Bytes a recovery read asks for at once (or the ring, when smaller): large sequential
-/// reads keep replay near the device's read bandwidth.
-const READ_CHUNK: u64 = 8 << 20;
-
-/// Reads the ring a chunk at a time into fresh aligned buffers that records then share
-/// (replayed payloads are slices of the chunk they were read into, never copies). Reads only
-/// move forward within a lap: bytes already read past the new position are moved into the
-/// next chunk, never read twice. While recovery decodes one chunk, a scoped thread reads the
-/// next (read-ahead), so the device and the decoding overlap. A replayed record keeps its chunk
-/// alive until it is dropped.
-struct Reader<'scope, 'env> {
-    dev: &'env dyn BlockDevice,
-    scope: &'scope Scope<'scope, 'env>,
-    ring: Ring,
-    chunk: u64,
-    /// Bytes reserved before a read-ahead chunk for the unread tail of the current one.
-    slack: u64,
-    /// Where reading stops: nothing at or past it is needed.
-    limit: u64,
-    data: Bytes,
-    start: u64,
-    need: u64,
-    ahead: Option<Ahead<'scope>>,
-}
-
-/// A read of the chunk after the current one, running in its own thread.
-struct Ahead<'scope> {
-    /// The logical position it reads from.
-    at: u64,
-    len: u64,
-    read: ScopedJoinHandle<'scope, io::Result<AlignedBuf>>,
-}
-
-impl<'scope, 'env> Reader<'scope, 'env> {
-    fn new(
-        dev: &'env dyn BlockDevice,
-        scope: &'scope Scope<'scope, 'env>,
-        ring: Ring,
-        max_frame: u64,
-        limit: u64,
-    ) -> Reader<'scope, 'env> {
-        let need = align_up(max_frame);
-        Reader {
-            dev,
-            scope,
-            ring,
-            chunk: (2 * need + BLOCK_U64).max(READ_CHUNK).min(ring.size),
-            slack: need + BLOCK_U64,
-            limit,
-            data: Bytes::new(),
-            start: 0,
-            need,
-            ahead: None,
-        }
-    }
-
-    fn failed(&self, offset: u64, e: io::Error) -> WalError {
-        WalError::failed(format!("reading {} at {offset}", self.dev.name()), e)
-    }
-
-    /// The bytes from `pos` on: at least a largest frame's worth, or up to the ring's end.
-    fn view(&mut self, pos: u64) -> WalResult<&[u8]> {
-        let want_end = (pos + self.need).min(self.ring.lap_end(pos));
-        let held_end = self.start + self.data.len() as u64;
-        if pos < self.start || want_end > held_end {
-            let start = pos - pos % BLOCK_U64;
-            let kept = if self.start <= start && start < held_end {
-                held_end - start
-            } else {
-                0
-            };
-            let ahead = self.ahead.take();
-            let usable = ahead
-                .as_ref()
-                .is_some_and(|a| a.at == held_end && start <= held_end && kept <= self.slack);
-            match ahead {
-                Some(a) if usable => {
-                    let offset = self.ring.physical(a.at);
-                    let mut buf = a
-                        .read
-                        .join()
-                        .map_err(|_| self.failed(offset, io::Error::other("read-ahead panicked")))?
-                        .map_err(|e| self.failed(offset, e))?;
-                    let front = (self.slack - kept) as usize;
-                    let from = (start - self.start) as usize;
-                    buf[front..self.slack as usize]
-                        .copy_from_slice(&self.data[from..from + kept as usize]);
-                    let end = (self.slack + a.len) as usize;
-                    self.data = Bytes::from_owner(buf).slice(front..end);
-                }
-                _ => {
-                    let end = (start + self.chunk).min(self.ring.lap_end(start));
-                    let mut buf = AlignedBuf::for_bulk_reads((end - start) as usize);
-                    if kept > 0 {
-                        let from = (start - self.start) as usize;
-                        buf[..kept as usize]
-                            .copy_from_slice(&self.data[from..from + kept as usize]);
-                    }
-                    let offset = self.ring.physical(start + kept);
-                    self.dev
-                        .read_at(&mut buf[kept as usize..(end - start) as usize], offset)
-                        .map_err(|e| self.failed(offset, e))?;
-                    self.data = Bytes::from_owner(buf);
-                }
-            }
-            self.start = start;
-            self.read_ahead();
-        }
-        Ok(&self.data[(pos - self.start) as usize..])
-    }
-
-    /// Starts reading the chunk after the current one, unless recovery cannot need it.
-    fn read_ahead(&mut self) {
-        let at = self.start + self.data.len() as u64;
-        if at >= self.limit {
-            return;
-        }
-        let len = self.chunk.min(self.ring.lap_end(at) - at);
-        let (dev, slack, offset) = (self.dev, self.slack, self.ring.physical(at));
-        let read = self.scope.spawn(move || {
-            let mut buf = AlignedBuf::for_bulk_reads((slack + len) as usize);
-            dev.read_at(&mut buf[slack as usize..], offset)?;
-            Ok(buf)
-        });
-        self.ahead = Some(Ahead { at, len, read });
-    }
-
-    /// `len` bytes at `pos`, which [`Reader::view`] made available, sharing the chunk.
-    fn bytes(&self, pos: u64, len: usize) -> Bytes {
-        let at = (pos - self.start) as usize;
-        self.data.slice(at..at + len)
-    }
-}
-
 /// What recovery found.
 #[derive(Debug)]
 pub struct Recovered {
@@ -250,6 +114,9 @@ pub struct Recovered {
     pub cut: u64,
     /// Positions where writes started (aligned; recovery may start at any of them), ascending.
     pub write_starts: Vec<u64>,
+    /// Past the cut, the bytes recovery read hold only zeros from here on (up to the window's
+    /// end): zeroing them again would change nothing.
+    pub dirty_end: u64,
 }
 
 /// Reads the ring from `trim` (see the module docs). `max_frame` is the largest frame a write
@@ -278,7 +145,7 @@ fn recover_in<'scope, 'env>(
     let mut write_starts = vec![trim];
     let mut pos = trim;
     while pos < limit {
-        let view = reader.view(pos)?;
+        let view = frame_view(&mut reader, pos)?;
         // A write ends anywhere and the next one starts at the next block boundary, so the
         // rest of a block after the last frame of a write is zeros, possibly fewer of them
         // than a frame header: skip them.
@@ -318,9 +185,20 @@ fn recover_in<'scope, 'env>(
     // Look for a frame written after the cut had been made durable.
     let end = (cut + window).min(limit);
     let mut q = cut + frame::ALIGN as u64;
+    let mut dirty_end = q.min(limit);
     while q < end {
-        let view = reader.view(q)?;
-        if view.get(..4) == Some(&FRAME_MAGIC.to_le_bytes()[..]) {
+        let view = reader.view(q, frame::HEADER_LEN as u64)?;
+        if view
+            .get(..frame::ALIGN)
+            .is_some_and(|w| w.iter().any(|&b| b != 0))
+        {
+            dirty_end = q + frame::ALIGN as u64;
+        }
+        let candidate = RawHeader::read(view).is_some_and(|h| {
+            h.magic == FRAME_MAGIC && h.position == q && h.batch_start() > Some(cut)
+        });
+        if candidate {
+            let view = frame_view(&mut reader, q)?;
             if let Ok(Decoded::Frame(f)) = frame::decode(view, q) {
                 if f.batch_start() > cut {
                     let offset = ring.physical(cut);
@@ -341,7 +219,21 @@ fn recover_in<'scope, 'env>(
         records,
         cut,
         write_starts,
+        dirty_end,
     })
+}
+
+/// The bytes at `pos` as far as the frame whose header is there claims to reach (up to the
+/// largest frame, the lap's end or the reader's limit), and at least a block's worth.
+fn frame_view<'a>(reader: &'a mut Reader<'_, '_>, pos: u64) -> WalResult<&'a [u8]> {
+    let claimed = {
+        let view = reader.view(pos, BLOCK_U64)?;
+        RawHeader::read(view)
+            .filter(|h| h.magic == FRAME_MAGIC)
+            .map(|h| frame::frame_len(h.length as usize) as u64)
+    };
+    let want = claimed.map_or(BLOCK_U64, |len| len.max(BLOCK_U64));
+    reader.view(pos, want)
 }
 
 /// Zeroes the ring from `from` up to `to` (both logical; `from` may be unaligned: the bytes
@@ -384,6 +276,7 @@ pub fn zero_range(
 mod tests {
     use super::*;
     use crate::block::device::MemDevice;
+    use crate::block::reader::RECOVERY_READ_BYTES as READ_CHUNK;
 
     const RING: Ring = Ring { size: 16 * 4096 };
 
@@ -463,6 +356,19 @@ mod tests {
         let err = recover(&dev, RING, 0, 8192, 16384).unwrap_err();
         assert_eq!(err.kind(), crate::WalErrorKind::Corruption);
         assert!(err.to_string().contains("memory device at offset 8192"));
+    }
+
+    #[test]
+    fn recovery_says_where_the_bytes_past_the_cut_turn_to_zeros() {
+        let dev = MemDevice::new((HEADER_AREA + RING.size) as usize);
+        let end = write_frames(&dev, 0, &[b"kept"]);
+        let r = recover(&dev, RING, 0, 8192, 16384).unwrap();
+        assert_eq!((r.cut, r.dirty_end), (4096, 4096 + 8));
+        // A torn write left bytes two blocks past the cut: they must be zeroed, not skipped.
+        dev.poke((HEADER_AREA + 3 * 4096 + 100) as usize, &[1]);
+        let r = recover(&dev, RING, 0, 8192, 16384).unwrap();
+        assert_eq!(r.cut, align_up(end));
+        assert_eq!(r.dirty_end, 3 * 4096 + 104);
     }
 
     #[test]
