@@ -14,7 +14,15 @@
 //! - paced load: appends offered at a fixed 100 MB/s (open loop: latency counts from when an
 //!   append was due, so a stall cannot hide the appends it delayed), p50, p99 and max, after
 //!   raw 64 KiB `O_DIRECT | O_DSYNC` writes paced the same way (the floor);
-//! - replay: 256 MiB of 64 KiB records written, then the time to open (recover) and replay.
+//! - paced load also for 1 KiB and 4 KiB records, each run after a pass of raw 4 KiB
+//!   `O_DIRECT | O_DSYNC` writes whose p50 and p99 print beside it;
+//! - replay: 256 MiB of 64 KiB records written once, then in alternating rounds raw `O_DIRECT`
+//!   reads of the same bytes of the same file with the recovery's read size and depth
+//!   ([`RECOVERY_READ_BYTES`], [`RECOVERY_READ_DEPTH`] in flight), and the time to open
+//!   (recover) and replay; each round's ratio and the median; then replay from memory.
+//!
+//! `BLOCK_WAL_BENCH=replay,paced` (comma separated: `raw`, `closed`, `paired`, `paced`,
+//! `replay`, `criterion`) runs only the parts named.
 //!
 //! The summary prints each figure and its ratio to the raw ones, and the bandwidth ratio again
 //! from raw and WAL runs in alternating pairs (the median of three), since a shared disk's
@@ -33,7 +41,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use futures::executor::block_on;
-use objstream_wal::block::{AlignedBuf, Durability, MemDevice};
+use objstream_wal::block::{
+    AlignedBuf, Durability, MemDevice, HEADER_AREA, RECOVERY_READ_BYTES, RECOVERY_READ_DEPTH,
+};
 use objstream_wal::{BlockWal, BlockWalOptions, Wal};
 
 const FILE_BYTES: u64 = 256 << 20;
@@ -292,20 +302,60 @@ fn run_paced(path: &Path, durability: Durability, record: usize, offered: f64) -
     }
 }
 
-/// Writes `bytes` of 64 KiB records to a fresh ring on a file (or in memory when `path` is
-/// `None`), then times open (recovery) plus replay. Returns the bytes replayed and the
-/// seconds it took.
-fn run_replay(path: Option<&Path>, bytes: u64) -> (u64, f64) {
-    let opts = BlockWalOptions {
-        create_bytes: Some(bytes + (32 << 20)),
-        ..wal_options(Durability::Fdatasync)
-    };
-    let memory = MemDevice::new((bytes + (32 << 20)) as usize);
-    let open = |epoch| match path {
-        Some(path) => BlockWal::open(path, 1, epoch, opts.clone()).unwrap(),
-        None => BlockWal::open_device(Arc::new(memory.clone()), 1, epoch, opts.clone()).unwrap(),
-    };
-    let wal = open(1);
+/// `O_DIRECT` reads of `bytes` bytes from `offset` on, `chunk` bytes each, `depth` of them in
+/// flight (one thread each, every thread taking the next chunk in order), in MB/s: the ceiling
+/// for a replay that reads the same way.
+fn raw_read_depth(path: &Path, offset: u64, bytes: u64, chunk: u64, depth: usize) -> f64 {
+    let file = direct_dsync(path);
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..depth {
+            scope.spawn(|| {
+                let mut buf = AlignedBuf::new(chunk as usize);
+                loop {
+                    let at = next.fetch_add(chunk, Ordering::Relaxed);
+                    if at >= bytes {
+                        break;
+                    }
+                    let len = chunk.min(bytes - at) as usize;
+                    file.read_exact_at(&mut buf[..len], offset + at).unwrap();
+                }
+            });
+        }
+    });
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// Where a replay bench keeps its ring: a file (`O_DIRECT`) or memory.
+enum ReplayRing<'a> {
+    File(&'a Path),
+    Memory(MemDevice),
+}
+
+impl ReplayRing<'_> {
+    fn options(bytes: u64) -> BlockWalOptions {
+        BlockWalOptions {
+            create_bytes: Some(bytes + (32 << 20)),
+            ..wal_options(Durability::Fdatasync)
+        }
+    }
+
+    fn open(&self, bytes: u64, epoch: u64) -> BlockWal {
+        match self {
+            ReplayRing::File(path) => BlockWal::open(path, 1, epoch, Self::options(bytes)).unwrap(),
+            ReplayRing::Memory(dev) => {
+                BlockWal::open_device(Arc::new(dev.clone()), 1, epoch, Self::options(bytes))
+                    .unwrap()
+            }
+        }
+    }
+}
+
+/// Writes `bytes` of 64 KiB records to a fresh ring at node epoch 1; returns where the log
+/// ends.
+fn fill_ring(ring: &ReplayRing<'_>, bytes: u64) -> u64 {
+    let wal = ring.open(bytes, 1);
     let payload = Bytes::from(vec![0x7E; 64 << 10]);
     let mut inflight: VecDeque<objstream_wal::WalFuture<_>> = VecDeque::new();
     let mut written = 0u64;
@@ -319,33 +369,110 @@ fn run_replay(path: Option<&Path>, bytes: u64) -> (u64, f64) {
     for f in inflight {
         block_on(f).unwrap();
     }
-    drop(wal);
+    wal.next_position().0
+}
+
+/// Opens the ring [`fill_ring`] wrote at node epoch `epoch` and replays it: the seconds the
+/// open (recovery) and the whole took. Checks that every byte came back.
+fn time_replay(ring: &ReplayRing<'_>, bytes: u64, epoch: u64) -> (f64, f64) {
     let start = Instant::now();
-    let wal = open(2);
+    let wal = ring.open(bytes, epoch);
+    let opened = start.elapsed().as_secs_f64();
     let records = block_on(wal.replay()).unwrap();
     let secs = start.elapsed().as_secs_f64();
     let replayed: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
-    assert_eq!(replayed, written);
-    (replayed, secs)
+    assert_eq!(replayed, bytes);
+    (opened, secs)
 }
 
-fn main() {
-    let path = dir().join("bench.wal");
+/// Replay against raw reads of the same bytes of the same file with the same read size and
+/// depth, in alternating rounds; then replay from memory.
+fn replay_part() {
+    let bytes: u64 = if full_run() { 256 << 20 } else { 16 << 20 };
+    let rounds = if full_run() { 5 } else { 1 };
+    let (chunk, depth) = (RECOVERY_READ_BYTES, RECOVERY_READ_DEPTH);
+    let path = dir().join("replay.wal");
     let _ = std::fs::remove_file(&path);
-    // Create and preallocate through the WAL itself, then measure the raw file.
-    drop(BlockWal::open(&path, 1, 1, wal_options(Durability::Dsync)).unwrap());
+    let ring = ReplayRing::File(&path);
+    // The raw reads cover the log: the frames, each write padded to 4 KiB.
+    let span = fill_ring(&ring, bytes);
+    let mut ratios = Vec::new();
+    let mut figures = Vec::new();
+    for round in 0..rounds {
+        // Alternate which goes first, so that neither always meets the bytes the other has
+        // just brought into any cache below the file.
+        let (raw, (opened, secs)) = if round % 2 == 0 {
+            let raw = raw_read_depth(&path, HEADER_AREA, span, chunk, depth);
+            (raw, time_replay(&ring, bytes, 2 + round as u64))
+        } else {
+            let replay = time_replay(&ring, bytes, 2 + round as u64);
+            (
+                raw_read_depth(&path, HEADER_AREA, span, chunk, depth),
+                replay,
+            )
+        };
+        let gb_per_s = bytes as f64 / secs / 1e9;
+        println!(
+            "replay round {round}: raw O_DIRECT reads ({} MiB x {depth} in flight) {:.2} GB/s; \
+             open + replay of {} MiB {:.3} s (open {:.3} s) = {gb_per_s:.2} GB/s = {:.2} of raw",
+            chunk >> 20,
+            raw / 1e3,
+            bytes >> 20,
+            secs,
+            opened,
+            gb_per_s * 1e3 / raw
+        );
+        ratios.push(gb_per_s * 1e3 / raw);
+        figures.push(gb_per_s);
+    }
+    let _ = std::fs::remove_file(&path);
+    ratios.sort_by(f64::total_cmp);
+    figures.sort_by(f64::total_cmp);
+    println!(
+        "replay from the file: median {:.2} GB/s (min {:.2}, max {:.2}; target >= 1 GB/s), \
+         median ratio to raw reads of the same size and depth {:.2} (min {:.2}, max {:.2})",
+        figures[figures.len() / 2],
+        figures[0],
+        figures[figures.len() - 1],
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    let memory = ReplayRing::Memory(MemDevice::new((bytes + (32 << 20)) as usize));
+    fill_ring(&memory, bytes);
+    let mut memory_figures: Vec<f64> = (0..rounds)
+        .map(|round| bytes as f64 / time_replay(&memory, bytes, 2 + round as u64).1 / 1e9)
+        .collect();
+    memory_figures.sort_by(f64::total_cmp);
+    println!(
+        "replay from memory (decode, crc and the device's copy): median {:.2} GB/s (min {:.2}, \
+         max {:.2})",
+        memory_figures[memory_figures.len() / 2],
+        memory_figures[0],
+        memory_figures[memory_figures.len() - 1]
+    );
+}
 
-    let bandwidth = raw_bandwidth(&path);
-    let raw = raw_latency(&path);
+/// Whether the part `name` runs: every part unless `BLOCK_WAL_BENCH` names some (comma
+/// separated: `raw`, `closed`, `paired`, `paced`, `replay`, `criterion`).
+fn part(name: &str) -> bool {
+    std::env::var("BLOCK_WAL_BENCH").map_or(true, |parts| parts.split(',').any(|p| p == name))
+}
+
+/// The raw write figures, then the closed-loop, paired and paced WAL runs that compare with
+/// them, on the file at `path`.
+fn write_parts(path: &Path) {
+    let bandwidth = raw_bandwidth(path);
+    let raw = raw_latency(path);
     let (raw_p50, raw_p99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
-    let header = header_read_latency(&path);
-    let read_bandwidth = raw_read_bandwidth(&path);
-    let paced_raw = raw_paced(&path, 100e6);
+    let header = header_read_latency(path);
+    let read_bandwidth = raw_read_bandwidth(path);
+    let paced_raw = raw_paced(path, 100e6);
     // The raw writes covered the file (so no write below meets an unwritten extent, as none
     // would on a block device or after a ring's first lap); zero the header slots so the WAL
     // starts fresh. The WAL runs then share the file, each reopening the ring.
     {
-        let file = direct_dsync(&path);
+        let file = direct_dsync(path);
         file.write_all_at(&AlignedBuf::new(8192), 0).unwrap();
     }
 
@@ -367,9 +494,12 @@ fn main() {
     );
     let mut best_bw = 0f64;
     for durability in [Durability::Dsync, Durability::Fdatasync] {
+        if !part("closed") {
+            break;
+        }
         for record in [1 << 10, 64 << 10] {
             for appenders in [1, 256] {
-                let f = run_wal(&path, durability, record, appenders);
+                let f = run_wal(path, durability, record, appenders);
                 best_bw = best_bw.max(f.mb_per_s);
                 println!(
                     "{durability:?} {:>2} KiB x {appenders:>3}: {:>8.0} appends/s {:>7.1} MB/s \
@@ -386,17 +516,23 @@ fn main() {
         }
     }
 
-    println!(
-        "best WAL bandwidth {best_bw:.1} MB/s = {:.2} of raw O_DIRECT bandwidth (target >= 0.70)",
-        best_bw / bandwidth
-    );
+    if part("closed") {
+        println!(
+            "best WAL bandwidth {best_bw:.1} MB/s = {:.2} of raw O_DIRECT bandwidth (target >= \
+             0.70)",
+            best_bw / bandwidth
+        );
+    }
     // A shared disk's bandwidth drifts over a run: compare the WAL with the raw file in
     // alternating pairs, and take the median ratio.
     for durability in [Durability::Dsync, Durability::Fdatasync] {
+        if !part("paired") {
+            break;
+        }
         let mut ratios = Vec::new();
         for _ in 0..if full_run() { 3 } else { 1 } {
-            let raw = raw_bandwidth_now(&path);
-            let wal = run_wal(&path, durability, 64 << 10, 256).mb_per_s;
+            let raw = raw_bandwidth_now(path);
+            let wal = run_wal(path, durability, 64 << 10, 256).mb_per_s;
             println!("{durability:?} paired: raw {raw:.1} MB/s, WAL 64 KiB x 256 {wal:.1} MB/s");
             ratios.push(wal / raw);
         }
@@ -407,41 +543,50 @@ fn main() {
             ratios[ratios.len() / 2]
         );
     }
+    // Each paced run follows a pass of raw 4 KiB O_DSYNC writes, so that a loaded minute of
+    // a shared disk shows in both.
     for durability in [Durability::Dsync, Durability::Fdatasync] {
-        for record in [4 << 10, 64 << 10] {
-            let p = run_paced(&path, durability, record, 100e6);
+        if !part("paced") {
+            break;
+        }
+        for record in [1 << 10, 4 << 10, 64 << 10] {
+            let raw = raw_latency(path);
+            // Cover the file again, so that the WAL starts fresh with no frame of an earlier
+            // run past the blocks the raw pass wrote.
+            raw_bandwidth_now(path);
+            let p = run_paced(path, durability, record, 100e6);
             println!(
                 "{durability:?} paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, \
-                 p50 {:?}, p99 {:?} (target <= 1 ms), max {:?}",
+                 p50 {:?}, p99 {:?} (target <= 1 ms), max {:?}; raw 4 KiB O_DSYNC just before: \
+                 p50 {:?}, p99 {:?}",
                 record >> 10,
                 p.mb_per_s,
                 p.p50,
                 p.p99,
-                p.max
+                p.max,
+                percentile(&raw, 0.5),
+                percentile(&raw, 0.99)
             );
         }
     }
-    let replay_bytes = if full_run() { 256 << 20 } else { 16 << 20 };
-    let replay_path = dir().join("replay.wal");
-    let _ = std::fs::remove_file(&replay_path);
-    let (bytes, secs) = run_replay(Some(&replay_path), replay_bytes);
-    let _ = std::fs::remove_file(&replay_path);
-    println!(
-        "replay from the file: open + replay of {} MiB in {:.3} s = {:.2} GB/s (target >= 1 \
-         GB/s; {:.2} of raw O_DIRECT read bandwidth)",
-        bytes >> 20,
-        secs,
-        bytes as f64 / secs / 1e9,
-        bytes as f64 / secs / 1e6 / read_bandwidth
-    );
-    let (bytes, secs) = run_replay(None, replay_bytes);
-    println!(
-        "replay from memory (decode, crc and copy only): {} MiB in {:.3} s = {:.2} GB/s",
-        bytes >> 20,
-        secs,
-        bytes as f64 / secs / 1e9
-    );
+}
 
+fn main() {
+    let path = dir().join("bench.wal");
+    let _ = std::fs::remove_file(&path);
+    // Create and preallocate through the WAL itself, then measure the raw file.
+    drop(BlockWal::open(&path, 1, 1, wal_options(Durability::Dsync)).unwrap());
+
+    if ["raw", "closed", "paired", "paced"].iter().any(|p| part(p)) {
+        write_parts(&path);
+    }
+    if part("replay") {
+        replay_part();
+    }
+    if !part("criterion") {
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
     let mut c = Criterion::default()
         .configure_from_args()
         .measurement_time(part_time())
