@@ -72,6 +72,29 @@ pub type Failpoint = Arc<dyn Fn(Step) -> bool + Send + Sync>;
 
 /// The parts a compactor is built from: where the objects are, and optionally a meta store,
 /// a clock and a failpoint.
+///
+/// A test or a simulation injects its own clock, so grace periods and retention by age move
+/// only when it says so:
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use object_store::{memory::InMemory, ObjectStore};
+/// use objstream::NodeId;
+/// use objstream_compaction::{Compactor, CompactorComponents, CompactorSettings, ManualClock};
+///
+/// let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+/// let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+/// let components = CompactorComponents::new(objects, "cluster-b", NodeId(2_000))
+///     .with_clock(clock.clone())
+///     .with_writer_token(42);
+/// let compactor = Compactor::open(CompactorSettings::default(), components).await?;
+/// compactor.run_pass().await?;
+/// clock.advance(CompactorSettings::default().grace_period_ms);
+/// let report = compactor.run_pass().await?;
+/// assert_eq!(report.gc.deleted, 0, "nothing was ever replaced");
+/// # Ok::<_, objstream::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct CompactorComponents {
     objects: Arc<dyn ObjectStore>,
@@ -185,6 +208,27 @@ struct PassState {
 }
 
 /// The compactor of one object-store prefix. Cheap to clone; clones share one compactor.
+///
+/// Run beside a store, it usually runs passes on its own task; stopping the task waits for the
+/// pass in progress:
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use object_store::{memory::InMemory, ObjectStore};
+/// use objstream::NodeId;
+/// use objstream_compaction::{Compactor, CompactorComponents, CompactorSettings};
+///
+/// let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+/// let settings = CompactorSettings { pass_interval_ms: 10, ..CompactorSettings::default() };
+/// let components = CompactorComponents::new(objects, "cluster-c", NodeId(3_000));
+/// let compactor = Compactor::open(settings, components).await?;
+/// let task = compactor.spawn();
+/// tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// task.stop().await?;
+/// assert!(!compactor.is_fenced());
+/// # Ok::<_, objstream::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct Compactor {
     inner: Arc<Inner>,

@@ -46,6 +46,29 @@ impl Retention {
 }
 
 /// The compactor's tunables. See each field for its default and trade-off.
+///
+/// Settings load from JSON (or any serde format); missing fields take their defaults, and
+/// [`CompactorSettings::validate`] names the field that makes no sense:
+///
+/// ```
+/// use objstream::StreamId;
+/// use objstream_compaction::CompactorSettings;
+///
+/// let settings: CompactorSettings = serde_json::from_str(r#"{
+///     "grace_period_ms": 300000,
+///     "bandwidth_bytes_per_sec": 33554432,
+///     "retention": { "max_age_ms": 604800000 },
+///     "stream_retention": { "7": { "max_bytes": 1073741824 } }
+/// }"#).unwrap();
+/// settings.validate().unwrap();
+/// assert_eq!(settings.fanout, CompactorSettings::default().fanout);
+/// // Stream 7 keeps a gigabyte whatever its age; every other stream keeps a week.
+/// assert_eq!(settings.retention_of(StreamId(7)).max_bytes, Some(1 << 30));
+/// assert_eq!(settings.retention_of(StreamId(8)).max_age_ms, Some(604_800_000));
+///
+/// let nonsense = CompactorSettings { fanout: 1, ..CompactorSettings::default() };
+/// assert!(nonsense.validate().unwrap_err().to_string().contains("fanout"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CompactorSettings {

@@ -101,6 +101,28 @@ pub fn describe() {
 }
 
 /// Every handle one WAL updates, registered once with the recorder current at [`WalMetrics::new`].
+///
+/// What a backend does as it writes, seen through a debugging recorder:
+///
+/// ```
+/// use std::time::Duration;
+/// use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+/// use objstream_wal::metrics::{WalMetrics, WRITE_RECORDS};
+///
+/// let recorder = DebuggingRecorder::new();
+/// let snapshotter = recorder.snapshotter();
+/// metrics::with_local_recorder(&recorder, || {
+///     let m = WalMetrics::new("block");
+///     m.capacity(1 << 30);
+///     m.in_flight(1);
+///     m.record_write(64 << 10, 12, Duration::from_micros(450));
+///     m.in_flight(0);
+///     m.used(64 << 10);
+/// });
+/// let snapshot = snapshotter.snapshot().into_vec();
+/// let records = snapshot.iter().find(|(k, ..)| k.key().name() == WRITE_RECORDS);
+/// assert!(matches!(records, Some((.., DebugValue::Histogram(v))) if v[0].0 == 12.0));
+/// ```
 #[derive(Clone)]
 pub struct WalMetrics {
     write_bytes: Histogram,

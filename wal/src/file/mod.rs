@@ -70,6 +70,44 @@ use segment::SegmentFile;
 use writer::{Durability, Log, Pending, Queue};
 
 /// Tunables of a [`FileWal`].
+///
+/// Small segments give trimmed space back sooner; a record larger than the limit is refused
+/// before anything is written:
+///
+/// ```
+/// use bytes::Bytes;
+/// use objstream_wal::{FileWal, FileWalOptions, Wal, WalErrorKind};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let options = FileWalOptions {
+///     segment_bytes: 64 << 10,
+///     max_record_bytes: 16 << 10,
+/// };
+/// let wal = FileWal::open(dir.path(), options).unwrap();
+/// assert_eq!(wal.max_record_size(), 16 << 10);
+/// let err = wal.append(Bytes::from(vec![0; 32 << 10])).await.unwrap_err();
+/// assert_eq!(err.kind(), WalErrorKind::InvalidInput);
+///
+/// // Eight records of 16 KiB fill more than two segments; trimming past them deletes the
+/// // segments that hold nothing at or above the trim point.
+/// let mut last = None;
+/// for _ in 0..8 {
+///     last = Some(wal.append(Bytes::from(vec![1; 16 << 10])).await.unwrap());
+/// }
+/// // Segments are `{first position:020}.wal`; zero-filled spares wait beside them as `spare-*`.
+/// let segments = || {
+///     let names = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name());
+///     names
+///         .filter(|n| n.to_string_lossy().ends_with(".wal"))
+///         .filter(|n| !n.to_string_lossy().starts_with("spare-"))
+///         .count()
+/// };
+/// assert_eq!(segments(), 3);
+/// wal.trim(last.unwrap()).await.unwrap();
+/// assert_eq!(segments(), 1);
+/// # });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileWalOptions {
     /// Size of each segment file. Default 64 MiB; rounded down to a multiple of 8; at least
