@@ -177,9 +177,23 @@ impl WalMetrics {
         self.sync_duration.record(duration);
     }
 
-    /// Sets the number of writes, fsyncs or PUTs issued and not yet complete.
+    /// Sets the number of writes, fsyncs or PUTs issued and not yet complete. For a backend
+    /// that counts them under a lock of its own; one that issues them from several threads
+    /// without one uses [`WalMetrics::write_started`] and [`WalMetrics::write_finished`], whose
+    /// updates cannot overtake each other.
     pub fn in_flight(&self, n: usize) {
         self.in_flight.set(n as f64);
+    }
+
+    /// Counts one write, fsync or PUT issued (the in-flight gauge rises by one).
+    pub fn write_started(&self) {
+        self.in_flight.increment(1.0);
+    }
+
+    /// Counts one write, fsync or PUT complete, whatever its outcome (the in-flight gauge falls
+    /// by one).
+    pub fn write_finished(&self) {
+        self.in_flight.decrement(1.0);
     }
 
     /// Sets the bytes held between the trim point and the head.
@@ -257,6 +271,29 @@ mod tests {
             assert_eq!(labels.len(), 1, "{name}");
             assert_eq!((labels[0].key(), labels[0].value()), (LABEL_WAL, "file"));
         }
+    }
+
+    #[test]
+    fn writes_started_and_finished_from_many_threads_leave_the_gauge_exact() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let m = ::metrics::with_local_recorder(&recorder, || WalMetrics::new("file"));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        m.write_started();
+                        m.write_finished();
+                    }
+                });
+            }
+        });
+        m.write_started();
+        let s = snapshotter.snapshot().into_vec();
+        assert!(matches!(
+            value(&s, MetricKind::Gauge, WRITES_IN_FLIGHT),
+            DebugValue::Gauge(g) if g.0 == 1.0
+        ));
     }
 
     #[test]

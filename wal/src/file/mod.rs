@@ -53,7 +53,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -192,8 +192,6 @@ struct Shared {
     trim_point: AtomicU64,
     /// The handles this WAL reports through.
     metrics: WalMetrics,
-    /// Syncs started and not yet returned.
-    syncs_in_flight: AtomicUsize,
     #[cfg(test)]
     failpoints: FailPoints,
 }
@@ -354,7 +352,6 @@ impl FileWal {
             replay: Mutex::new(recovered.records),
             trim_point: AtomicU64::new(0),
             metrics,
-            syncs_in_flight: AtomicUsize::new(0),
             #[cfg(test)]
             failpoints: FailPoints::default(),
         });

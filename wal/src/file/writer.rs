@@ -336,12 +336,11 @@ impl Writer {
     /// commit of the bytes and records this writer wrote since its last sync.
     fn sync(&mut self, file: &File) -> WalResult<()> {
         let metrics = &self.shared.metrics;
-        let in_flight = &self.shared.syncs_in_flight;
-        metrics.in_flight(in_flight.fetch_add(1, Ordering::SeqCst) + 1);
+        metrics.write_started();
         let started = std::time::Instant::now();
         let synced = self.sync_data(file);
         let took = started.elapsed();
-        metrics.in_flight(in_flight.fetch_sub(1, Ordering::SeqCst) - 1);
+        metrics.write_finished();
         if synced.is_ok() {
             metrics.record_write(self.unsynced_bytes, self.unsynced_records, took);
             self.unsynced_bytes = 0;

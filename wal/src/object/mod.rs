@@ -96,7 +96,6 @@ mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -278,8 +277,6 @@ pub(crate) struct Shared {
     wake: Notify,
     /// The handles this WAL reports through.
     metrics: WalMetrics,
-    /// PUTs started and not yet settled.
-    puts_in_flight: AtomicUsize,
 }
 
 /// The object WAL. See the module docs for the design and a takeover.
@@ -376,7 +373,6 @@ impl ObjectWal {
             }),
             wake: Notify::new(),
             metrics,
-            puts_in_flight: AtomicUsize::new(0),
         });
         tokio::spawn(writer::run(shared.clone()));
         Ok(ObjectWal {

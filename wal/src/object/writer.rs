@@ -15,7 +15,6 @@
 //! the window is acknowledged in order; a fence or failure at slot `s` fails the queue and every
 //! slot from `s` up, while slots below `s` still acknowledge once they land.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -121,12 +120,11 @@ fn cut(st: &mut State, batch_bytes: usize) -> (u64, Vec<Bytes>) {
 /// Uploads the object of `slot` and settles it.
 async fn upload(shared: Arc<Shared>, slot: u64, records: Vec<Bytes>) {
     let metrics = &shared.metrics;
-    let in_flight = &shared.puts_in_flight;
-    metrics.in_flight(in_flight.fetch_add(1, Ordering::SeqCst) + 1);
+    metrics.write_started();
     let started = std::time::Instant::now();
     let outcome = put_own(&shared, slot, &records).await;
     let took = started.elapsed();
-    metrics.in_flight(in_flight.fetch_sub(1, Ordering::SeqCst) - 1);
+    metrics.write_finished();
     {
         let mut st = shared.state.lock();
         match outcome {
