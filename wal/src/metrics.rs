@@ -23,6 +23,10 @@
 //! [`metrics::Histogram`], [`metrics::Gauge`]) with its label once; the methods only update a
 //! handle, so a write allocates nothing and takes no lock of its own. Handles are shared
 //! pointers, so cloning a [`WalMetrics`] into a writer task is cheap.
+//!
+//! A thread-local recorder (`metrics::with_local_recorder`) sees only handles built on its
+//! thread. A caller that opens a WAL on another thread (a blocking task) builds the handles on
+//! its own first and passes them in: see [`FileWal::open_with_metrics`](crate::FileWal::open_with_metrics).
 
 use std::time::Duration;
 
