@@ -26,7 +26,9 @@
 //!
 //! A thread-local recorder (`metrics::with_local_recorder`) sees only handles built on its
 //! thread. A caller that opens a WAL on another thread (a blocking task) builds the handles on
-//! its own first and passes them in: see [`FileWal::open_with_metrics`](crate::FileWal::open_with_metrics).
+//! its own first and passes them in: see [`FileWal::open_with_metrics`].
+//!
+//! [`FileWal::open_with_metrics`]: crate::FileWal::open_with_metrics
 
 use std::time::Duration;
 
