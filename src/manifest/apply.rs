@@ -26,6 +26,13 @@
 //!    node raises the floor of a node fenced at its current epoch, after recovering its WAL.
 //! 9. A compactor acts only under the current compactor epoch: its replacements, and the trims it
 //!    makes for retention. An older epoch is fenced.
+//! 10. An object the collector deletes without its ever having been committed is collected
+//!     first: `CollectObjects`, under the current compactor epoch (rule 9), names allocated ids
+//!     none of which is committed (otherwise it is a [`Conflict`](crate::ErrorDetail::Conflict))
+//!     and records them as collected. A commit or replacement that names a collected id is a
+//!     `Conflict`. Changes apply one at a time, so of a commit and a collection naming the same
+//!     id only the first succeeds: a late commit can never reference an object the collector
+//!     deletes. Collecting ids that are all collected already is rule 5.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,6 +105,10 @@ impl ManifestState {
                 self.compactor_epoch = epoch;
                 Ok(Outcome::CompactorEpoch(epoch))
             }
+            Change::CollectObjects {
+                compactor_epoch,
+                ids,
+            } => self.collect_objects(*compactor_epoch, ids),
         }
     }
 
@@ -328,6 +339,7 @@ impl ManifestState {
         }
         self.check_live(node, node_epoch)?;
         self.check_new_objects(objects)?;
+        self.check_not_collected(objects)?;
         let mut ends: BTreeMap<StreamId, Offset> = BTreeMap::new();
         for range in objects.iter().flat_map(|o| &o.ranges) {
             let meta = self.live_stream(range.stream)?;
@@ -404,6 +416,7 @@ impl ManifestState {
             return Err(ErrorDetail::Conflict(format!("{} is already committed", o.id)).into());
         }
         self.check_new_objects(added)?;
+        self.check_not_collected(added)?;
         let before = coverage(removed_metas.iter().flat_map(|o| &o.ranges))?;
         let after = coverage(added.iter().flat_map(|o| &o.ranges))?;
         for (stream, intervals) in &after {
@@ -441,6 +454,45 @@ impl ManifestState {
             self.insert_object(object)?;
         }
         Ok(Outcome::Done)
+    }
+
+    /// Rule 10: records allocated, uncommitted ids as collected.
+    fn collect_objects(&mut self, compactor_epoch: Epoch, ids: &[ObjectId]) -> Result<Outcome> {
+        self.check_compactor(compactor_epoch)?;
+        if ids.is_empty() {
+            return Err(Error::invalid("a collection of no objects"));
+        }
+        let mut fresh = BTreeSet::new();
+        for id in ids {
+            if *id >= self.next_object_id {
+                return Err(Error::invalid(format!("{id} was never allocated")));
+            }
+            if self.objects.contains_key(id) {
+                return Err(
+                    ErrorDetail::Conflict(format!("{id} is committed: it is not garbage")).into(),
+                );
+            }
+            if !self.collected.contains(id) {
+                fresh.insert(*id);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(Outcome::AlreadyApplied);
+        }
+        self.collected.extend(fresh);
+        Ok(Outcome::Done)
+    }
+
+    /// Rule 10: none of `objects` was collected as garbage.
+    fn check_not_collected(&self, objects: &[ObjectMeta]) -> Result<()> {
+        match objects.iter().find(|o| self.collected.contains(&o.id)) {
+            Some(o) => Err(ErrorDetail::Conflict(format!(
+                "{} was collected as garbage: its object may be deleted, upload it again",
+                o.id
+            ))
+            .into()),
+            None => Ok(()),
+        }
     }
 
     /// The node is known and `epoch` is its live epoch.

@@ -1045,3 +1045,114 @@ fn only_the_owner_or_a_live_node_after_fencing_it_may_raise_a_wal_floor() {
     refused(&mut state, trim_wal(B, 1, A, 20));
     ok(&mut state, trim_wal(A, 2, A, 20));
 }
+
+fn collect(epoch: u64, ids: &[u64]) -> Change {
+    Change::CollectObjects {
+        compactor_epoch: Epoch(epoch),
+        ids: ids.iter().map(|id| ObjectId(*id)).collect(),
+    }
+}
+
+#[test]
+fn collecting_allocated_uncommitted_ids_records_them() {
+    let mut state = compacting();
+    assert_eq!(ok(&mut state, collect(1, &[7, 3, 7])), Outcome::Done);
+    assert!(state.is_collected(ObjectId(3)) && state.is_collected(ObjectId(7)));
+    assert_eq!(
+        state.collected().collect::<Vec<_>>(),
+        vec![ObjectId(3), ObjectId(7)]
+    );
+}
+
+#[test]
+fn collecting_a_committed_id_is_a_conflict() {
+    let mut state = compacting();
+    let err = refused(&mut state, collect(1, &[5, 1]));
+    assert_eq!(err.kind(), ErrorKind::Retry, "{err}");
+    assert!(matches!(err.detail(), ErrorDetail::Conflict(_)), "{err}");
+}
+
+#[test]
+fn collecting_under_a_stale_or_unstarted_compactor_epoch_is_refused() {
+    let mut state = with_data();
+    assert_eq!(
+        refused(&mut state, collect(0, &[5])).kind(),
+        ErrorKind::InvalidInput
+    );
+    ok(&mut state, Change::OpenCompactor);
+    ok(&mut state, Change::OpenCompactor);
+    assert!(refused(&mut state, collect(1, &[5])).is_fenced());
+    ok(&mut state, collect(2, &[5]));
+}
+
+#[test]
+fn collecting_nothing_or_an_unallocated_id_is_invalid() {
+    let mut state = compacting();
+    assert_eq!(
+        refused(&mut state, collect(1, &[])).kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        refused(&mut state, collect(1, &[5, 100])).kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+#[test]
+fn a_replayed_collection_is_already_applied_and_a_wider_one_adds_the_rest() {
+    let mut state = compacting();
+    ok(&mut state, collect(1, &[5, 6]));
+    let after = state.clone();
+    assert_eq!(ok(&mut state, collect(1, &[6, 5])), Outcome::AlreadyApplied);
+    assert_eq!(state, after);
+    assert_eq!(ok(&mut state, collect(1, &[5, 8])), Outcome::Done);
+    assert!(state.is_collected(ObjectId(8)));
+}
+
+#[test]
+fn a_commit_naming_a_collected_id_is_a_conflict_and_fresh_ids_commit() {
+    let mut state = compacting();
+    ok(&mut state, collect(1, &[2]));
+    let late = commit(
+        A,
+        1,
+        vec![object(2, ObjectKind::Stream, vec![range(S, 1, 20, 30)])],
+    );
+    let err = refused(&mut state, late);
+    assert!(matches!(err.detail(), ErrorDetail::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("collected"), "{err}");
+    let again = commit(
+        A,
+        1,
+        vec![object(3, ObjectKind::Stream, vec![range(S, 1, 20, 30)])],
+    );
+    assert_eq!(ok(&mut state, again), Outcome::Done);
+    assert_eq!(stream(&state).end, Offset(30));
+}
+
+#[test]
+fn a_commit_that_lands_first_makes_the_collection_of_its_ids_a_conflict() {
+    let mut state = compacting();
+    ok(
+        &mut state,
+        commit(
+            A,
+            1,
+            vec![object(2, ObjectKind::Stream, vec![range(S, 1, 20, 30)])],
+        ),
+    );
+    refused(&mut state, collect(1, &[2, 4]));
+    assert!(
+        !state.is_collected(ObjectId(4)),
+        "nothing of a refused collection stays"
+    );
+}
+
+#[test]
+fn a_replacement_adding_a_collected_id_is_a_conflict() {
+    let mut state = compacting();
+    ok(&mut state, collect(1, &[5]));
+    let merged = vec![object(5, ObjectKind::Stream, vec![range(S, 1, 0, 20)])];
+    let err = refused(&mut state, replace(1, &[0, 1], merged));
+    assert!(matches!(err.detail(), ErrorDetail::Conflict(_)), "{err}");
+}

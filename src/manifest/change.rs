@@ -133,6 +133,16 @@ pub enum Change {
     },
     /// A compactor starts: the compactor epoch rises by 1, fencing the previous compactor.
     OpenCompactor,
+    /// Records, before the collector deletes them, that objects allocated and not committed are
+    /// garbage: from then on no commit or replacement may name them. Committed before any such
+    /// object is deleted, so an upload whose commit was only late loses the race in the manifest
+    /// (its commit is refused and it uploads again) instead of committing a deleted object.
+    CollectObjects {
+        /// The collecting compactor's epoch; must be current.
+        compactor_epoch: Epoch,
+        /// The objects about to be deleted: allocated, none committed. An id may repeat.
+        ids: Vec<ObjectId>,
+    },
 }
 
 impl Change {
@@ -151,6 +161,7 @@ impl Change {
             Change::TrimWal { .. } => "trim_wal",
             Change::ReplaceObjects { .. } => "replace_objects",
             Change::OpenCompactor => "open_compactor",
+            Change::CollectObjects { .. } => "collect_objects",
         }
     }
 }

@@ -17,8 +17,21 @@
 //!    else.
 //! 5. A stream's index entries are non-empty, do not overlap, and end at or below the stream's
 //!    committed end.
+//! 6. Every collected object id is below `next_object_id` and is not a committed object.
+//!
+//! # Collected ids
+//!
+//! The collected set holds the ids a compactor recorded with `CollectObjects` before deleting
+//! their objects: allocated, never committed, and never committable afterwards. It is not
+//! pruned: which ids a writer may still commit is not something the manifest tracks (a node
+//! takes ids in batches and skips those whose upload it abandoned; a recovering node allocates
+//! its own), so no id below some watermark is provably dead. Its size is one entry per
+//! collected object, and an object is collected only when its upload or compaction never
+//! committed (a crash between PUT and commit, a refused plan, a commit held past the grace
+//! period) or, after a compactor restart, when it was replaced before the restart and the new
+//! collector cannot tell it from an orphan. Both are rare next to the objects committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +123,9 @@ pub struct ManifestState {
     pub(super) nodes: BTreeMap<NodeId, NodeMeta>,
     pub(super) streams: BTreeMap<StreamId, StreamMeta>,
     pub(super) objects: BTreeMap<ObjectId, ObjectMeta>,
+    /// Ids collected as garbage (see the module docs); absent from older checkpoints.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) collected: BTreeSet<ObjectId>,
 }
 
 impl ManifestState {
@@ -175,6 +191,16 @@ impl ManifestState {
     /// Every committed object, by id.
     pub fn objects(&self) -> impl Iterator<Item = &ObjectMeta> {
         self.objects.values()
+    }
+
+    /// True when `object` was collected as garbage: it can never be committed.
+    pub fn is_collected(&self, object: ObjectId) -> bool {
+        self.collected.contains(&object)
+    }
+
+    /// Every collected object id, in order.
+    pub fn collected(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.collected.iter().copied()
     }
 
     /// The parts of objects that hold offsets of `stream` in `[start, end)`, in offset order,
@@ -273,6 +299,14 @@ impl ManifestState {
                         range.start, range.end, range.stream
                     ));
                 }
+            }
+        }
+        for id in &self.collected {
+            if *id >= self.next_object_id {
+                return Err(format!("collected {id} is not below the next object id"));
+            }
+            if self.objects.contains_key(id) {
+                return Err(format!("collected {id} is a committed object"));
             }
         }
         Ok(())
@@ -406,6 +440,34 @@ mod tests {
     fn overlapping_parts_break_the_invariants() {
         let state = state_with_parts(&[(0, 0, 10), (1, 5, 20)]);
         assert!(state.check_invariants().is_err());
+    }
+
+    #[test]
+    fn a_collected_id_that_is_committed_or_unallocated_breaks_the_invariants() {
+        let mut state = state_with_parts(&[(0, 0, 10)]);
+        state.collected.insert(ObjectId(0));
+        assert!(state.check_invariants().is_err());
+        state.collected = BTreeSet::from([ObjectId(1)]);
+        assert!(state.check_invariants().is_err());
+        state.next_object_id = ObjectId(2);
+        assert_eq!(state.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_checkpoint_body_without_collected_ids_still_decodes() {
+        let state = state_with_parts(&[(0, 0, 10)]);
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(!json.contains("collected"), "an empty set is not written");
+        let decoded: ManifestState = serde_json::from_str(&json).unwrap();
+        assert_eq!(decoded, state);
+        let mut collected = state;
+        collected.next_object_id = ObjectId(5);
+        collected.collected.insert(ObjectId(3));
+        let json = serde_json::to_string(&collected).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ManifestState>(&json).unwrap(),
+            collected
+        );
     }
 
     #[test]
