@@ -5,6 +5,10 @@
 //! rest is turned into valid frames first (each input chunk becomes a body), then one byte is
 //! changed and the buffer cut at places the input picks, so that damage reaches past the crc
 //! check into the walk.
+//!
+//! Every frame body that decodes is also decoded as the store's WAL record (`wal_record`), the
+//! body the store writes into each frame: it must not panic either, and what it accepts must
+//! account for every byte of the body.
 
 #![no_main]
 
@@ -54,6 +58,11 @@ fn walk(buf: &[u8]) {
                 assert_eq!(len, f.len);
                 let covered = frame::HEADER_LEN + f.body.len();
                 assert_eq!(&again[..covered], &buf[at..at + covered]);
+                let body = bytes::Bytes::copy_from_slice(f.body);
+                if let Ok(logged) = objstream::wal_record::decode(&body, &"fuzz") {
+                    assert!(logged.batch.batch.payload.len() < body.len());
+                    assert!(body.ends_with(&logged.batch.batch.payload));
+                }
                 at += f.len;
             }
             Ok(Decoded::End) | Err(_) => return,
