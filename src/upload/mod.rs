@@ -8,6 +8,17 @@
 //! order, so the committed prefix of the cache only grows and the WAL can be trimmed after each
 //! commit. After a commit, the seal's cache entries become evictable, appends waiting for memory
 //! are admitted, and flushes whose data is now committed return.
+//!
+//! # A commit that finds its ids collected
+//!
+//! The compactor's collector deletes objects that were allocated and never committed, after a
+//! grace period, and records them in the manifest first (`CollectObjects`); a commit naming a
+//! collected id is refused. An upload whose commit was held up past that grace (a store
+//! brownout; one stuck commit holds back every later one) meets exactly that refusal. Its data
+//! is still in the log cache (entries leave only once committed) and in the WAL (trimmed only
+//! after the commit), so nothing is lost: the seal is encoded again under fresh ids, uploaded,
+//! and committed in the same place in the seal order, since the task commits one seal at a
+//! time.
 
 pub(crate) mod build;
 
@@ -22,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorDetail, Result};
 use crate::keys;
 use crate::manifest::{Change, ObjectMeta, Outcome};
 use crate::retry::{retry_transient, Backoff};
@@ -43,6 +54,9 @@ pub(crate) enum UploadCommand {
 struct Uploaded {
     upto_seq: u64,
     trim_before: Option<WalPosition>,
+    /// The seal grouped into objects: kept to upload it again under fresh ids if the collector
+    /// took the ids first. Its entries share their bytes with the log cache.
+    plan: Arc<build::Plan>,
     objects: Vec<ObjectMeta>,
     /// When the last object was stored (commit latency starts here).
     stored_at: Instant,
@@ -85,7 +99,7 @@ pub(crate) async fn run(
                     Ok(r) => r,
                     Err(e) => Err(Error::internal(format!("upload task panicked: {e}"))),
                 };
-                if let Err(e) = commit(&store, result).await {
+                if let Err(e) = commit(&store, &mut ids, result).await {
                     store.fail(e);
                 }
             }
@@ -197,24 +211,9 @@ async fn start_upload(
         first_object = first_id,
     );
     tracing::debug!(parent: &span, "upload started");
+    let plan = Arc::new(plan);
     let job = async move {
-        let built = tokio::task::spawn_blocking(move || {
-            plan.groups
-                .iter()
-                .enumerate()
-                .map(|(i, (kind, streams))| {
-                    build::build(
-                        crate::types::ObjectId(first_id + i as u64),
-                        *kind,
-                        streams,
-                        settings.block_bytes,
-                        settings.compression,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|e| Error::internal(format!("object encoding panicked: {e}")))??;
+        let built = encode(plan.clone(), first_id, &settings).await?;
         // Uploads share the object-store bandwidth budget with reads and go first.
         reader.charge_upload(built.iter().map(|b| b.bytes.len() as u64).sum());
         let puts = built
@@ -230,11 +229,38 @@ async fn start_upload(
         Ok(Uploaded {
             upto_seq,
             trim_before,
+            plan,
             objects: built.into_iter().map(|b| b.meta).collect(),
             stored_at: Instant::now(),
         })
     };
     Ok(Some(tokio::spawn(job.instrument(span))))
+}
+
+/// Encodes the plan's groups as objects `first_id`, `first_id + 1`, …, on a blocking thread.
+async fn encode(
+    plan: Arc<build::Plan>,
+    first_id: u64,
+    settings: &crate::settings::Settings,
+) -> Result<Vec<build::BuiltObject>> {
+    let (block_bytes, compression) = (settings.block_bytes, settings.compression);
+    tokio::task::spawn_blocking(move || {
+        plan.groups
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, streams))| {
+                build::build(
+                    crate::types::ObjectId(first_id + i as u64),
+                    *kind,
+                    streams,
+                    block_bytes,
+                    compression,
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::internal(format!("object encoding panicked: {e}")))?
 }
 
 async fn take_ids(store: &StoreInner, ids: &mut IdPool, count: u64) -> Result<u64> {
@@ -289,7 +315,7 @@ pub(crate) async fn put_object(
     Ok(())
 }
 
-async fn commit(store: &StoreInner, uploaded: Result<Uploaded>) -> Result<()> {
+async fn commit(store: &StoreInner, ids: &mut IdPool, uploaded: Result<Uploaded>) -> Result<()> {
     let uploaded = uploaded?;
     let span = tracing::info_span!(
         "commit",
@@ -298,51 +324,46 @@ async fn commit(store: &StoreInner, uploaded: Result<Uploaded>) -> Result<()> {
         first_object = uploaded.objects.first().map(|o| o.id.0),
         last_object = uploaded.objects.last().map(|o| o.id.0),
     );
-    commit_uploaded(store, uploaded).instrument(span).await
+    commit_uploaded(store, ids, uploaded).instrument(span).await
 }
 
-async fn commit_uploaded(store: &StoreInner, uploaded: Uploaded) -> Result<()> {
+async fn commit_uploaded(
+    store: &StoreInner,
+    ids: &mut IdPool,
+    mut uploaded: Uploaded,
+) -> Result<()> {
     let wal_floor = uploaded.trim_before.map(|p| p.0);
     // The WAL floor goes into the manifest with the commit, before the WAL deletes anything:
     // a node recovering an object WAL starts from the newest floor it finds there.
-    let change = if !uploaded.objects.is_empty() {
-        Some(Change::CommitObjects {
-            node: store.node,
-            node_epoch: store.node_epoch,
-            objects: uploaded.objects.clone(),
-            wal_floor,
-        })
-    } else {
-        wal_floor.map(|floor| Change::TrimWal {
-            node: store.node,
-            node_epoch: store.node_epoch,
-            owner: store.node,
-            floor,
-        })
-    };
-    if let Some(change) = change {
-        let mut backoff = Backoff::for_uploads(uploaded.upto_seq);
-        loop {
-            match store.meta.commit(change.clone()).await {
-                Ok(_) => break,
-                Err(e) if crate::retry::is_transient(&e) => {
-                    store.metrics.commit_retries.increment(1);
-                    tracing::warn!(error = %e, "manifest commit failed; retrying");
-                    backoff.wait().await;
-                }
-                Err(e) => return Err(e),
+    loop {
+        let change = if !uploaded.objects.is_empty() {
+            Change::CommitObjects {
+                node: store.node,
+                node_epoch: store.node_epoch,
+                objects: uploaded.objects.clone(),
+                wal_floor,
             }
+        } else if let Some(floor) = wal_floor {
+            Change::TrimWal {
+                node: store.node,
+                node_epoch: store.node_epoch,
+                owner: store.node,
+                floor,
+            }
+        } else {
+            break;
+        };
+        match commit_change(store, &uploaded, change).await {
+            Ok(()) => break,
+            Err(e) if collected(store, &uploaded.objects, &e).await? => {
+                tracing::warn!(
+                    error = %e,
+                    "the collector took this upload's ids while its commit was held up; uploading it again"
+                );
+                reupload(store, ids, &mut uploaded).await?;
+            }
+            Err(e) => return Err(e),
         }
-        store
-            .metrics
-            .commit_duration
-            .record(uploaded.stored_at.elapsed());
-        tracing::debug!(
-            objects = ?uploaded.objects.iter().map(|o| o.id).collect::<Vec<_>>(),
-            upto_seq = uploaded.upto_seq,
-            wal_floor,
-            "objects committed"
-        );
     }
     {
         let mut core = store.core.lock();
@@ -352,5 +373,62 @@ async fn commit_uploaded(store: &StoreInner, uploaded: Uploaded) -> Result<()> {
     if let Some(before) = uploaded.trim_before {
         store.wal.trim(before).await?;
     }
+    Ok(())
+}
+
+/// Commits `change`, retrying transient failures.
+async fn commit_change(store: &StoreInner, uploaded: &Uploaded, change: Change) -> Result<()> {
+    let mut backoff = Backoff::for_uploads(uploaded.upto_seq);
+    loop {
+        match store.meta.commit(change.clone()).await {
+            Ok(_) => break,
+            Err(e) if crate::retry::is_transient(&e) => {
+                store.metrics.commit_retries.increment(1);
+                tracing::warn!(error = %e, "manifest commit failed; retrying");
+                backoff.wait().await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    store
+        .metrics
+        .commit_duration
+        .record(uploaded.stored_at.elapsed());
+    tracing::debug!(
+        objects = ?uploaded.objects.iter().map(|o| o.id).collect::<Vec<_>>(),
+        upto_seq = uploaded.upto_seq,
+        wal_floor = uploaded.trim_before.map(|p| p.0),
+        "objects committed"
+    );
+    Ok(())
+}
+
+/// True when `refusal` refused a commit of `objects` because the collector collected one of
+/// their ids (manifest rule 10), as the refreshed manifest shows.
+async fn collected(store: &StoreInner, objects: &[ObjectMeta], refusal: &Error) -> Result<bool> {
+    if objects.is_empty() || !matches!(refusal.detail(), ErrorDetail::Conflict(_)) {
+        return Ok(false);
+    }
+    let state = store.meta.refresh().await?;
+    Ok(objects.iter().any(|o| state.is_collected(o.id)))
+}
+
+/// Encodes the seal again under fresh ids and uploads it; `uploaded` then names the new objects.
+/// The old objects are orphans that the collector has recorded and deletes.
+async fn reupload(store: &StoreInner, ids: &mut IdPool, uploaded: &mut Uploaded) -> Result<()> {
+    let first_id = take_ids(store, ids, uploaded.plan.groups.len() as u64).await?;
+    let built = encode(uploaded.plan.clone(), first_id, &store.settings).await?;
+    store
+        .reader
+        .charge_upload(built.iter().map(|b| b.bytes.len() as u64).sum());
+    let puts = built
+        .iter()
+        .map(|b| put_object(&store.objects, &store.prefix, b.meta.id, b.bytes.clone()));
+    futures::future::try_join_all(puts).await?;
+    for b in &built {
+        store.metrics.object_uploaded(b.meta.kind, b.bytes.len());
+    }
+    uploaded.objects = built.into_iter().map(|b| b.meta).collect();
+    uploaded.stored_at = Instant::now();
     Ok(())
 }
