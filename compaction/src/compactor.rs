@@ -22,7 +22,10 @@
 //!    manifest validates it against its current state; a plan it refuses (a concurrent change
 //!    made it wrong) is dropped and the rest are planned again from the refreshed state, never
 //!    forced. Its new objects are orphans for the collector.
-//! 4. Collect garbage ([`gc`](crate::gc)).
+//! 4. Collect garbage ([`gc`](crate::gc)): pick what the manifest no longer references,
+//!    commit `CollectObjects` for the picked objects that were never committed (a commit that
+//!    names one afterwards is refused, so a late upload cannot reference a deleted object),
+//!    then delete.
 //!
 //! A crash anywhere leaves the manifest valid: before the commit, the new objects are orphans;
 //! after it, the old ones are unreferenced. Both are collected after the grace period.
@@ -42,7 +45,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::execute::{input_records, write_outputs, BuildOptions};
-use crate::gc::{delete_objects, Collector, GcReport};
+use crate::gc::{delete_objects, Collector, Garbage, GcReport};
 use crate::limiter::Bandwidth;
 use crate::metrics::CompactorMetrics;
 use crate::plan::{plan, Plan, PlanKind};
@@ -476,6 +479,8 @@ impl Compactor {
         // The collector refreshed the manifest: a newer compactor owns collection now.
         self.check_epoch(inner.meta.state().await?.compactor_epoch())?;
         inner.metrics.awaiting_grace.set(gc.awaiting_grace as f64);
+        let mut doomed = doomed;
+        self.collect(pass, &mut doomed, &mut gc).await?;
         if !doomed.paths.is_empty() {
             self.fail_at(Step::BeforeDelete)?;
             gc.deleted = delete_objects(&inner.access, &doomed.paths).await?;
@@ -486,6 +491,51 @@ impl Compactor {
         }
         report.gc = gc;
         Ok(report)
+    }
+
+    /// Records the orphans among `doomed` as collected in the manifest before anything is
+    /// deleted (gc rule 5). A refusal means a commit took some of them meanwhile: the manifest
+    /// is refreshed, those are left out, and the rest are collected again. Orphans that still
+    /// cannot be collected after a few tries are left for a later pass.
+    async fn collect(
+        &self,
+        pass: &mut PassState,
+        doomed: &mut Garbage,
+        gc: &mut GcReport,
+    ) -> Result<()> {
+        let inner = &*self.inner;
+        for _ in 0..=MAX_REPLANS_PER_PASS {
+            if doomed.orphans.is_empty() {
+                return Ok(());
+            }
+            let change = Change::CollectObjects {
+                compactor_epoch: inner.epoch,
+                ids: doomed.orphans.clone(),
+            };
+            match inner.meta.commit(change).await {
+                Ok(_) => {
+                    gc.collected = doomed.orphans.len();
+                    return Ok(());
+                }
+                Err(e) if matches!(e.detail(), ErrorDetail::Conflict(_)) => {
+                    let state = inner.meta.refresh().await?;
+                    self.check_epoch(state.compactor_epoch())?;
+                    let taken: Vec<ObjectId> = doomed
+                        .orphans
+                        .iter()
+                        .copied()
+                        .filter(|id| state.object(*id).is_some())
+                        .collect();
+                    tracing::info!(?taken, error = %e, "objects about to be collected were committed; keeping them");
+                    gc.committed_meanwhile += doomed.keep(|id| taken.contains(&id));
+                    pass.collector.committed(taken);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Keep refusing: delete only what needs no record, and try the rest next pass.
+        doomed.keep(|_| true);
+        Ok(())
     }
 
     /// Fenced when the manifest's compactor epoch moved past ours.

@@ -18,6 +18,20 @@
 //!    grace period from the moment it left the manifest. A collector that restarts forgets what it
 //!    saw and waits a whole grace period again, which is safe.
 //!
+//! 5. An *orphan* — an object this collector never saw referenced, so possibly one whose upload
+//!    has not committed yet — is deleted only after the manifest accepted a `CollectObjects`
+//!    naming it (manifest rule 10). From then on no commit may name it; if a commit got there
+//!    first, the collection is refused, the manifest is refreshed, and the objects now referenced
+//!    are dropped from the pass. An object this collector saw referenced, or removed with its own
+//!    replacement, left the manifest through `ReplaceObjects` and can never be committed again:
+//!    it needs no record.
+//!
+//! Rules 1–4 make deleting an object that is about to be committed unlikely; rule 5 makes it
+//! impossible, whatever the clocks say: an upload whose commit is held up for longer than the
+//! grace period (a store brownout; commits apply in order, so one stuck upload holds back the
+//! later ones) either commits before the collection, and the object is kept, or finds its ids
+//! collected, and uploads its data again under fresh ids.
+//!
 //! A recovering node reads the manifest before it reads objects, and the objects it commits are
 //! new ids written after it started, so rules 1–3 never delete what it needs.
 //!
@@ -53,6 +67,10 @@ pub struct GcReport {
     pub deleted_bytes: u64,
     /// Unreferenced objects left because their grace period has not passed yet.
     pub awaiting_grace: usize,
+    /// Orphans recorded as collected in the manifest before their deletion (rule 5).
+    pub collected: usize,
+    /// Orphans kept because a commit took them before the collection could (rule 5).
+    pub committed_meanwhile: usize,
 }
 
 /// The objects one collection picked for deletion.
@@ -62,6 +80,40 @@ pub(crate) struct Garbage {
     pub paths: Vec<Path>,
     /// Their sizes as listed, added up.
     pub bytes: u64,
+    /// The ids among them that were never seen committed: they must be collected in the
+    /// manifest before they are deleted (rule 5).
+    pub orphans: Vec<ObjectId>,
+    /// Every picked object's id and listed size, by path, to drop some after a refusal.
+    sizes: BTreeMap<ObjectId, (Path, u64)>,
+}
+
+impl Garbage {
+    fn push(&mut self, l: Listed, orphan: bool) {
+        if orphan {
+            self.orphans.push(l.id);
+        }
+        self.bytes += l.size;
+        self.paths.push(l.path.clone());
+        self.sizes.insert(l.id, (l.path, l.size));
+    }
+
+    /// Leaves out of the deletion the orphans `keep` picks (they were committed after all).
+    pub(crate) fn keep(&mut self, keep: impl Fn(ObjectId) -> bool) -> usize {
+        let kept: BTreeSet<ObjectId> = self
+            .orphans
+            .iter()
+            .copied()
+            .filter(|id| keep(*id))
+            .collect();
+        self.orphans.retain(|id| !kept.contains(id));
+        for id in &kept {
+            if let Some((path, size)) = self.sizes.remove(id) {
+                self.paths.retain(|p| *p != path);
+                self.bytes -= size;
+            }
+        }
+        kept.len()
+    }
 }
 
 /// An object the last LIST returned.
@@ -77,6 +129,9 @@ struct Listed {
 #[derive(Debug, Default)]
 pub(crate) struct Collector {
     first_seen: BTreeMap<ObjectId, u64>,
+    /// Unreferenced ids this collector once saw committed, or removed itself: they left the
+    /// manifest through a replacement and are no orphans (rule 5).
+    was_committed: BTreeSet<ObjectId>,
 }
 
 impl Collector {
@@ -85,7 +140,13 @@ impl Collector {
     pub(crate) fn removed_at(&mut self, ids: impl IntoIterator<Item = ObjectId>, now_ms: u64) {
         for id in ids {
             self.first_seen.insert(id, now_ms);
+            self.was_committed.insert(id);
         }
+    }
+
+    /// Notes that `ids` turned out to be committed: they are no orphans.
+    pub(crate) fn committed(&mut self, ids: impl IntoIterator<Item = ObjectId>) {
+        self.was_committed.extend(ids);
     }
 
     /// Notes that `ids` were written for a plan not committed yet: if the commit never takes
@@ -134,8 +195,8 @@ impl Collector {
             if !(old_enough && unreferenced_long_enough) {
                 report.awaiting_grace += 1;
             } else if doomed.paths.len() < max_deletes {
-                doomed.paths.push(l.path);
-                doomed.bytes += l.size;
+                let orphan = !self.was_committed.contains(&l.id);
+                doomed.push(l, orphan);
             }
         }
         // Forget what is gone or referenced; keep notes of ids not listed yet only while they
@@ -146,6 +207,14 @@ impl Collector {
                 seen_now.insert(*id, *since);
             }
         }
+        // What left the manifest stays known as such while it is still listed.
+        let mut was_committed = referenced;
+        was_committed.extend(
+            self.was_committed
+                .iter()
+                .filter(|id| seen_now.contains_key(id)),
+        );
+        self.was_committed = was_committed;
         self.first_seen = seen_now;
         Ok((doomed, report))
     }
@@ -155,6 +224,7 @@ impl Collector {
         for p in paths {
             if let Some(id) = parse_object_path(p) {
                 self.first_seen.remove(&id);
+                self.was_committed.remove(&id);
             }
         }
     }
