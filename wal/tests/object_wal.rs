@@ -297,13 +297,19 @@ async fn records_queued_when_the_handle_is_dropped_still_land() {
     let mut opts = options();
     opts.linger = Duration::from_secs(3600);
     let wal = open_at(&store, identity(1, 1), WalPosition(0), opts).await;
+    // The first object leaves a quiet WAL at once; the records after it wait out the linger
+    // (paced from that object), so they are still queued when the handle goes.
+    let first = wal.append(payload(9, 10)).await.unwrap();
     let pending: Vec<_> = (0..3).map(|i| wal.append(payload(i, 10))).collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
     drop(wal);
+    let mut pending_slots = Vec::new();
     for f in pending {
-        f.await.unwrap();
+        pending_slots.push(slot_of(f.await.unwrap()));
     }
     let wal = open_at(&store, identity(1, 2), WalPosition(0), options()).await;
-    assert_eq!(replayed(&wal).await.len(), 3);
+    assert_eq!(replayed(&wal).await.len(), 4);
+    assert!(pending_slots.iter().all(|&s| s > slot_of(first)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

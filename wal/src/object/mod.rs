@@ -18,6 +18,8 @@
 //! - The opening (module `seal`) seals the WAL against every earlier writer and replays it.
 //! - The writer (module `writer`) cuts queued records into objects, uploads them concurrently,
 //!   acknowledges them in order and latches the first fence or failure.
+//! - The linger rule (module `linger`, [`LingerMode`]) decides when an object that is not full
+//!   goes out: at once when the WAL is quiet, otherwise after at most `linger`.
 //! - Store calls (module `store`) retry transient errors with capped, seeded backoff.
 //!
 //! # Rules
@@ -89,6 +91,7 @@
 
 /// The byte layout of WAL objects, public for inspection tools and fuzzing.
 pub mod layout;
+mod linger;
 mod seal;
 mod store;
 mod trim;
@@ -108,6 +111,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::metrics::WalMetrics;
 use crate::{frame, Wal, WalError, WalErrorKind, WalFuture, WalPosition, WalRecord, WalResult};
 pub use layout::{slot_key, slot_of, HEADER_LEN, OBJECT_MAGIC};
+pub use linger::LingerMode;
 pub use store::RetryPolicy;
 
 /// The largest `max_in_flight` accepted.
@@ -156,9 +160,18 @@ pub struct ObjectWalOptions {
     /// (less than one record more) when that many wait. Larger objects cost fewer PUTs per GB;
     /// smaller ones acknowledge sooner under light load. Default 4 MiB.
     pub batch_bytes: usize,
-    /// Cut an object once the first queued record has waited this long. Bounds the latency a
-    /// lone append adds to a PUT. Default 2 ms (S3 Express PUTs take single-digit milliseconds).
+    /// The longest a queued record waits for others to share its object; how long it waits
+    /// depends on `linger_mode`, and a record that finds the WAL quiet goes at once. Longer
+    /// means fewer PUTs for a trickle of appends (about `1 / linger` per second at most with
+    /// [`LingerMode::Paced`]), shorter means less added latency when the WAL is busy. Default
+    /// 2 ms (S3 Express PUTs take single-digit milliseconds).
     pub linger: Duration,
+    /// When an object that is not full goes out. Default [`LingerMode::Paced`]: a trickle
+    /// costs no more PUTs than a fixed `linger` did, and a lone append waits only when the
+    /// previous PUT returned in less than `linger`. [`LingerMode::GroupCommit`] never holds a
+    /// record while no PUT is in flight: a lone append costs one PUT of latency even against a
+    /// store faster than `linger`, and a trickle may cost up to one PUT per PUT latency.
+    pub linger_mode: LingerMode,
     /// Objects uploaded but not yet acknowledged, at most (1 to 64). Throughput is about
     /// `max_in_flight × object size / PUT latency`; a sealer writes this many extra fences.
     /// Default 8.
@@ -177,6 +190,7 @@ impl Default for ObjectWalOptions {
         ObjectWalOptions {
             batch_bytes: 4 << 20,
             linger: Duration::from_millis(2),
+            linger_mode: LingerMode::Paced,
             max_in_flight: 8,
             max_record_size: 64 << 20,
             replay_parallelism: 16,
@@ -250,6 +264,8 @@ pub(crate) struct State {
     queued_bytes: usize,
     /// When the oldest queued record arrived.
     first_queued: Option<tokio::time::Instant>,
+    /// When the latest object was cut (the linger rule paces objects from it).
+    last_cut: Option<tokio::time::Instant>,
     /// The next slot to issue.
     next_slot: u64,
     /// The first slot not yet acknowledged.
@@ -363,6 +379,7 @@ impl ObjectWal {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 first_queued: None,
+                last_cut: None,
                 next_slot: sealed.report.writer_start_slot,
                 acked: sealed.report.writer_start_slot,
                 in_flight: BTreeMap::new(),

@@ -4,10 +4,13 @@
 //! # Flow
 //!
 //! One flusher task per WAL waits for work. It cuts an object when `batch_bytes` of frames are
-//! queued, when the oldest queued record has waited `linger`, or when the handle was dropped,
-//! and only while the window has room (`next_slot < acked + max_in_flight`). While the window is
-//! full, records keep queueing, so objects grow toward `batch_bytes` under load. Each cut object
-//! gets the next slot, its records' positions are fixed, and an upload task is spawned.
+//! queued, when the linger rule says the queued records are due (module `linger`: at once when
+//! the WAL is quiet, never later than `linger` after the oldest arrived), or when the handle was
+//! dropped, and only while the window has room (`next_slot < acked + max_in_flight`). While the
+//! window is full, records keep queueing, so objects grow toward `batch_bytes` under load. Each
+//! cut object gets the next slot, its records' positions are fixed, and an upload task is
+//! spawned. An upload that completes wakes the flusher: with [`super::LingerMode::GroupCommit`] the
+//! records that gathered behind it go out as soon as no PUT is in flight.
 //!
 //! An upload creates its slot (retrying transient errors). A create that meets an object reads
 //! it back: our own bytes mean an earlier attempt landed; another writer's object means we are
@@ -21,6 +24,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::layout::{self, Kind, Writer};
+use super::linger::{self, Quiet};
 use super::store::{self, Created};
 use super::{InFlight, Shared, State};
 use crate::{frame, WalError, WalErrorKind, WalPosition, WalResult};
@@ -53,13 +57,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             } else {
                 let window = shared.options.max_in_flight as u64;
                 let room = st.next_slot < st.acked + window;
-                let first = st.first_queued.unwrap_or_else(Instant::now);
-                let due_at = first + shared.options.linger;
-                let due = st.closed
-                    || st.queued_bytes >= shared.options.batch_bytes
-                    || Instant::now() >= due_at;
+                let now = Instant::now();
+                let quiet = Quiet {
+                    first_queued: st.first_queued.unwrap_or(now),
+                    last_cut: st.last_cut,
+                    puts_in_flight: !st.in_flight.is_empty(),
+                };
+                let options = &shared.options;
+                let due_at = linger::due_at(options.linger_mode, options.linger, quiet);
+                let due = st.closed || st.queued_bytes >= options.batch_bytes || now >= due_at;
                 if room && due {
-                    let (slot, records) = cut(&mut st, shared.options.batch_bytes);
+                    st.last_cut = Some(now);
+                    let (slot, records) = cut(&mut st, options.batch_bytes);
                     drop(st);
                     tokio::spawn(upload(shared.clone(), slot, records));
                     continue;
@@ -237,6 +246,7 @@ mod tests {
             queue: VecDeque::new(),
             queued_bytes: 0,
             first_queued: None,
+            last_cut: None,
             next_slot,
             acked: next_slot,
             in_flight: BTreeMap::new(),

@@ -347,6 +347,7 @@ pub fn options() -> ObjectWalOptions {
             max_delay: Duration::from_millis(5),
             max_attempts: 20,
         },
+        ..ObjectWalOptions::default()
     }
 }
 
