@@ -6,6 +6,9 @@
 //! them; the late commit is then refused, and the store uploads the same data again under fresh
 //! ids. Every acknowledged append reads back byte for byte from the objects alone (a second node
 //! after the first closed the streams), and every object the manifest references exists.
+//!
+//! The other order is tested too: the commit lands between the collector's pick and its
+//! collection, the collection is refused, and the objects stay.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -14,13 +17,14 @@ use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 use objstream::keys::parse_object_path;
-use objstream::manifest::{MetaStore, ObjectStoreMetaStore, WriterToken};
-use objstream::testing::{CallFilter, FaultyObjectStore, OpKind};
+use objstream::manifest::{ManifestState, MetaStore, ObjectStoreMetaStore, WriterToken};
+use objstream::testing::{CallFilter, FaultyObjectStore, Gate, OpKind};
 use objstream::{
     Components, NodeId, ObjectId, Offset, RecordBatch, Settings, Store, StoredBatch, Stream,
     WalSettings,
 };
 use objstream_compaction::{Compactor, CompactorComponents, CompactorSettings, ManualClock};
+use tokio::task::JoinHandle;
 
 const PREFIX: &str = "cluster";
 const GRACE_MS: u64 = 10_000;
@@ -59,9 +63,12 @@ fn batch(stream: u64, n: u64) -> RecordBatch {
     RecordBatch::new(1, n as i64, payload)
 }
 
-async fn append(stream: &Stream, id: u64, from: u64, to: u64) {
+async fn append(stream: &Stream, from: u64, to: u64) {
     for n in from..to {
-        let done = stream.append(batch(id, n)).await.expect("append");
+        let done = stream
+            .append(batch(stream.id().0, n))
+            .await
+            .expect("append");
         assert_eq!(done.base_offset, Offset(n), "one record per batch");
     }
 }
@@ -98,117 +105,215 @@ fn wall_clock_ms() -> u64 {
     since.expect("a clock after 1970").as_millis() as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_held_up_past_the_grace_never_references_a_deleted_object() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let faulty = Arc::new(FaultyObjectStore::new(objects.clone()));
-    let writer = Store::open(
-        node_settings(dir.path(), 1),
-        Components::new(faulty.clone() as Arc<dyn ObjectStore>, PREFIX),
-    )
-    .await
-    .unwrap();
-    let big = writer.create_stream().await.unwrap();
-    let small = writer.create_stream().await.unwrap();
-    let (big_id, small_id) = (big.id().0, small.id().0);
-    // A first upload takes a batch of object ids, so the next one writes nothing to the
-    // manifest before its commit.
-    append(&big, big_id, 0, 20).await;
-    append(&small, small_id, 0, 5).await;
-    writer.flush().await.unwrap();
+/// A writer node whose latest upload is stored but whose commit is held, beside a compactor.
+struct HeldCommit {
+    _dir: tempfile::TempDir,
+    objects: Arc<dyn ObjectStore>,
+    writer: Store,
+    streams: [Stream; 2],
+    /// Holds the writer's manifest writes; opening it lets the commit go.
+    commit_gate: Gate,
+    flush: JoinHandle<objstream::Result<()>>,
+    /// The objects of the held upload.
+    held: Vec<ObjectId>,
+    /// The compactor's object store: a test may hold its manifest writes too.
+    compactor_objects: Arc<FaultyObjectStore>,
+    compactor: Compactor,
+    clock: Arc<ManualClock>,
+    observer: ObjectStoreMetaStore,
+}
 
-    let clock = Arc::new(ManualClock::new(wall_clock_ms()));
-    let compactor = Compactor::open(
-        compactor_settings(),
-        CompactorComponents::new(objects.clone(), PREFIX, NodeId(1_000)).with_clock(clock.clone()),
-    )
-    .await
-    .unwrap();
-    let observer =
-        ObjectStoreMetaStore::open(objects.clone(), PREFIX.into(), WriterToken(7), 1_000)
+/// Stream 0 gets 60 batches, enough for a stream object of its own; stream 1 gets 12.
+const ENDS: [u64; 2] = [60, 12];
+
+impl HeldCommit {
+    async fn new() -> HeldCommit {
+        let dir = tempfile::tempdir().unwrap();
+        let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let faulty = Arc::new(FaultyObjectStore::new(objects.clone()));
+        let writer = Store::open(
+            node_settings(dir.path(), 1),
+            Components::new(faulty.clone() as Arc<dyn ObjectStore>, PREFIX),
+        )
+        .await
+        .unwrap();
+        let streams = [
+            writer.create_stream().await.unwrap(),
+            writer.create_stream().await.unwrap(),
+        ];
+        // A first upload takes a batch of object ids, so the next one writes nothing to the
+        // manifest before its commit.
+        append(&streams[0], 0, 20).await;
+        append(&streams[1], 0, 5).await;
+        writer.flush().await.unwrap();
+
+        let clock = Arc::new(ManualClock::new(wall_clock_ms()));
+        let compactor_objects = Arc::new(FaultyObjectStore::new(objects.clone()));
+        let compactor = Compactor::open(
+            compactor_settings(),
+            CompactorComponents::new(
+                compactor_objects.clone() as Arc<dyn ObjectStore>,
+                PREFIX,
+                NodeId(1_000),
+            )
+            .with_clock(clock.clone()),
+        )
+        .await
+        .unwrap();
+        let observer =
+            ObjectStoreMetaStore::open(objects.clone(), PREFIX.into(), WriterToken(7), 1_000)
+                .await
+                .unwrap();
+
+        // The store's next manifest write — the commit — is held; its objects land.
+        let commit_gate = manifest_gate(&faulty);
+        append(&streams[0], 20, ENDS[0]).await;
+        append(&streams[1], 5, ENDS[1]).await;
+        let flush = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.flush().await }
+        });
+        commit_gate.wait_for_arrival().await;
+        let state = observer.refresh().await.unwrap();
+        let held: Vec<ObjectId> = listed(&objects)
             .await
-            .unwrap();
+            .into_iter()
+            .filter(|id| state.object(*id).is_none())
+            .collect();
+        assert_eq!(
+            held.len(),
+            2,
+            "a stream object and a stream set object wait: {held:?}"
+        );
+        HeldCommit {
+            _dir: dir,
+            objects,
+            writer,
+            streams,
+            commit_gate,
+            flush,
+            held,
+            compactor_objects,
+            compactor,
+            clock,
+            observer,
+        }
+    }
 
-    // The store's next manifest write — the commit — is held; its objects land.
-    let gate = faulty.gate_matching(CallFilter {
+    /// Every object the manifest references exists, and the streams end where they should.
+    async fn check_manifest(&self) -> Arc<ManifestState> {
+        let state = self.observer.refresh().await.unwrap();
+        let listed = listed(&self.objects).await;
+        for object in state.objects() {
+            assert!(
+                listed.contains(&object.id),
+                "the manifest references {}, which is gone",
+                object.id
+            );
+        }
+        for (stream, end) in self.streams.iter().zip(ENDS) {
+            assert_eq!(state.stream(stream.id()).unwrap().end, Offset(end));
+        }
+        state
+    }
+
+    /// Closes the writer's streams and reads them back on a second node, from objects alone.
+    async fn check_reads_from_objects(self) {
+        for stream in &self.streams {
+            stream.close().await.unwrap();
+        }
+        self.writer.shutdown().await.unwrap();
+        let reader = Store::open(
+            node_settings(self._dir.path(), 2),
+            Components::new(self.objects.clone(), PREFIX),
+        )
+        .await
+        .unwrap();
+        for (stream, end) in self.streams.iter().zip(ENDS) {
+            let id = stream.id();
+            let stream = reader.open_stream(id).await.unwrap();
+            let got = read_all(&stream, end).await;
+            assert_eq!(got.len() as u64, end, "{id}");
+            for (n, stored) in got.iter().enumerate() {
+                assert_eq!(stored.base_offset, Offset(n as u64), "{id}");
+                assert_eq!(stored.batch, batch(id.0, n as u64), "{id} batch {n}");
+            }
+        }
+    }
+}
+
+/// Holds every record write to the manifest through `store`.
+fn manifest_gate(store: &FaultyObjectStore) -> Gate {
+    store.gate_matching(CallFilter {
         op: Some(OpKind::Put),
         prefix: Some(format!("{PREFIX}/manifest/")),
-    });
-    append(&big, big_id, 20, 60).await;
-    append(&small, small_id, 5, 12).await;
-    let flush = tokio::spawn({
-        let writer = writer.clone();
-        async move { writer.flush().await }
-    });
-    gate.wait_for_arrival().await;
-    let state = observer.refresh().await.unwrap();
-    let held: Vec<ObjectId> = listed(&objects)
-        .await
-        .into_iter()
-        .filter(|id| state.object(*id).is_none())
-        .collect();
-    assert_eq!(
-        held.len(),
-        2,
-        "a stream object and a stream set object wait: {held:?}"
-    );
+    })
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_held_up_past_the_grace_never_references_a_deleted_object() {
+    let mut t = HeldCommit::new().await;
     // Passes while the commit is held, past the grace: the collector takes the held objects.
-    let report = compactor.run_pass().await.unwrap();
+    let report = t.compactor.run_pass().await.unwrap();
     assert_eq!(report.gc.deleted, 0, "{report:?}");
     // Past the grace by the collector's clock, and past the objects' wall-clock times.
-    clock.advance(GRACE_MS + 60_000);
-    let report = compactor.run_pass().await.unwrap();
-    assert_eq!(report.gc.collected, held.len(), "{report:?}");
-    let state = observer.refresh().await.unwrap();
-    let now_listed = listed(&objects).await;
-    for id in &held {
+    t.clock.advance(GRACE_MS + 60_000);
+    let report = t.compactor.run_pass().await.unwrap();
+    assert_eq!(report.gc.collected, t.held.len(), "{report:?}");
+    let state = t.observer.refresh().await.unwrap();
+    let listed_now = listed(&t.objects).await;
+    for id in &t.held {
         assert!(state.is_collected(*id), "{id} was deleted without a record");
-        assert!(!now_listed.contains(id), "{id} is still there: {report:?}");
+        assert!(!listed_now.contains(id), "{id} is still there: {report:?}");
     }
-    assert!(!flush.is_finished(), "the commit is still held");
+    assert!(!t.flush.is_finished(), "the commit is still held");
 
     // The commit goes through: refused for the collected ids, the data is uploaded again.
-    gate.open();
-    flush
+    t.commit_gate.open();
+    (&mut t.flush)
         .await
         .unwrap()
         .expect("the flush succeeds after uploading again");
-    let state = observer.refresh().await.unwrap();
-    let now_listed = listed(&objects).await;
-    for object in state.objects() {
-        assert!(
-            now_listed.contains(&object.id),
-            "the manifest references {}, which is gone",
-            object.id
-        );
-        assert!(!held.contains(&object.id));
-    }
-    assert_eq!(state.stream(big.id()).unwrap().end, Offset(60));
-    assert_eq!(state.stream(small.id()).unwrap().end, Offset(12));
+    let state = t.check_manifest().await;
+    assert!(t.held.iter().all(|id| state.object(*id).is_none()));
 
-    // A later pass changes nothing of that, and the streams read back from objects alone.
-    clock.advance(GRACE_MS + 1);
-    compactor.run_pass().await.unwrap();
-    clock.advance(GRACE_MS + 1);
-    compactor.run_pass().await.unwrap();
-    big.close().await.unwrap();
-    small.close().await.unwrap();
-    writer.shutdown().await.unwrap();
-    let reader = Store::open(
-        node_settings(dir.path(), 2),
-        Components::new(objects.clone(), PREFIX),
-    )
-    .await
-    .unwrap();
-    for (id, end) in [(big.id(), 60), (small.id(), 12)] {
-        let stream = reader.open_stream(id).await.unwrap();
-        let got = read_all(&stream, end).await;
-        assert_eq!(got.len() as u64, end, "{id}");
-        for (n, stored) in got.iter().enumerate() {
-            assert_eq!(stored.base_offset, Offset(n as u64), "{id}");
-            assert_eq!(stored.batch, batch(id.0, n as u64), "{id} batch {n}");
-        }
+    // Later passes change nothing of that.
+    for _ in 0..2 {
+        t.clock.advance(GRACE_MS + 1);
+        t.compactor.run_pass().await.unwrap();
     }
+    t.check_manifest().await;
+    t.check_reads_from_objects().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_lands_before_the_collection_keeps_its_objects() {
+    let mut t = HeldCommit::new().await;
+    t.compactor.run_pass().await.unwrap();
+    t.clock.advance(GRACE_MS + 60_000);
+    // The collector picks the held objects; its collection is held in turn.
+    let collect_gate = manifest_gate(&t.compactor_objects);
+    let pass = tokio::spawn({
+        let compactor = t.compactor.clone();
+        async move { compactor.run_pass().await }
+    });
+    collect_gate.wait_for_arrival().await;
+    t.commit_gate.open();
+    (&mut t.flush)
+        .await
+        .unwrap()
+        .expect("the commit lands first");
+    collect_gate.open();
+    let report = pass.await.unwrap().unwrap();
+    assert_eq!(report.gc.collected, 0, "{report:?}");
+    assert_eq!(report.gc.committed_meanwhile, t.held.len(), "{report:?}");
+    let state = t.check_manifest().await;
+    for id in &t.held {
+        assert!(state.object(*id).is_some(), "{id} was committed as it was");
+        assert!(!state.is_collected(*id));
+    }
+    t.clock.advance(GRACE_MS + 1);
+    t.compactor.run_pass().await.unwrap();
+    t.check_manifest().await;
+    t.check_reads_from_objects().await;
 }
