@@ -1,5 +1,7 @@
-//! Model test: for random workloads of appends, uploads, trims, reopens and deletes interleaved
-//! with compaction passes, compactor crashes at every protocol step and restarts, every stream
+//! Model test: for random workloads of appends, uploads, uploads whose commit is held across
+//! later steps (a store brownout: the collector may take their ids, and they upload again),
+//! trims, reopens and deletes interleaved with compaction passes, compactor crashes at every
+//! protocol step and restarts, every stream
 //! reads back exactly what was written, at every offset, before and after each step; the
 //! manifest replays from scratch; and once the workload stops, compaction converges and every
 //! unreferenced object is deleted.
@@ -18,6 +20,8 @@ use proptest::prelude::*;
 enum Op {
     Append { stream: usize, n: usize, len: usize },
     Upload,
+    Hold,
+    Release,
     Trim { stream: usize, percent: u64 },
     Reopen { stream: usize },
     Delete { stream: usize },
@@ -31,6 +35,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..4usize, 1..10usize, 16..1500usize).prop_map(|(stream, n, len)| Op::Append { stream, n, len }),
         6 => Just(Op::Upload),
+        2 => Just(Op::Hold),
+        2 => Just(Op::Release),
         1 => (0..4usize, 0..=100u64).prop_map(|(stream, percent)| Op::Trim { stream, percent }),
         1 => (0..4usize).prop_map(|stream| Op::Reopen { stream }),
         1 => (0..4usize).prop_map(|stream| Op::Delete { stream }),
@@ -68,6 +74,8 @@ async fn run(ops: Vec<Op>) {
                 }
             }
             Op::Upload => cluster.upload().await,
+            Op::Hold => cluster.upload_and_hold().await,
+            Op::Release => cluster.release().await,
             Op::Trim { stream, percent } => {
                 let s = streams[stream];
                 if cluster.model.contains_key(&s) {
@@ -127,6 +135,7 @@ async fn run(ops: Vec<Op>) {
     }
     // Quiesce: upload the rest, then let compaction and collection run to the end.
     cluster.upload().await;
+    cluster.release().await;
     let grace = settings().grace_period_ms;
     let mut converged = false;
     for _ in 0..30 {
@@ -147,7 +156,10 @@ async fn run(ops: Vec<Op>) {
     let state = cluster.replayed().await;
     cluster.check_contents(&state).await;
     if std::env::var_os("COMPACTION_MODEL_VERBOSE").is_some() {
-        eprintln!("plans committed: {kinds:?}");
+        eprintln!(
+            "plans committed: {kinds:?}; held uploads sent again: {}",
+            cluster.reuploads
+        );
     }
     let referenced: Vec<_> = state.objects().map(|o| o.id).collect();
     assert_eq!(

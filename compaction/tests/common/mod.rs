@@ -87,6 +87,11 @@ pub struct Cluster {
     next_batch: u64,
     /// Streams get their own stream object in an upload past this many bytes.
     pub upload_split_bytes: usize,
+    /// Uploads whose objects are stored and whose commits are held, in upload order: every
+    /// object's metadata and bytes.
+    held: Vec<Vec<(ObjectMeta, Bytes)>>,
+    /// Held uploads whose ids the collector took: uploaded again under fresh ids.
+    pub reuploads: usize,
 }
 
 impl Cluster {
@@ -126,6 +131,8 @@ impl Cluster {
             pending: Vec::new(),
             next_batch: 0,
             upload_split_bytes: 6 << 10,
+            held: Vec::new(),
+            reuploads: 0,
         }
     }
 
@@ -195,10 +202,92 @@ impl Cluster {
     }
 
     /// Uploads what was appended: streams with more than `upload_split_bytes` get stream
-    /// objects, the rest share one stream set object; then commits them.
+    /// objects, the rest share one stream set object; then commits them, unless commits are
+    /// held: the upload then waits behind the held ones (commits apply in upload order).
     pub async fn upload(&mut self) {
-        if self.pending.is_empty() {
+        let objects = self.store_pending().await;
+        if objects.is_empty() {
             return;
+        }
+        if self.held.is_empty() {
+            self.commit_or_reupload(objects).await;
+        } else {
+            self.held.push(objects);
+        }
+    }
+
+    /// Uploads what was appended and holds its commit, and every later one, as a store
+    /// brownout would, until `release`.
+    pub async fn upload_and_hold(&mut self) {
+        let objects = self.store_pending().await;
+        if !objects.is_empty() {
+            self.held.push(objects);
+        }
+    }
+
+    /// Commits the held uploads, in order.
+    pub async fn release(&mut self) {
+        for objects in std::mem::take(&mut self.held) {
+            self.commit_or_reupload(objects).await;
+        }
+    }
+
+    /// Commits `objects`; if the collector took their ids meanwhile (the commit is refused and
+    /// the manifest has them collected), stores the same bytes under fresh ids and commits
+    /// those, as the store's upload pipeline does.
+    async fn commit_or_reupload(&mut self, mut objects: Vec<(ObjectMeta, Bytes)>) {
+        loop {
+            let metas: Vec<ObjectMeta> = objects.iter().map(|(m, _)| m.clone()).collect();
+            let Err(e) = self
+                .meta
+                .commit(commit_objects(WRITER, self.node_epoch, &metas))
+                .await
+            else {
+                return;
+            };
+            let state = self.state().await;
+            assert!(
+                metas.iter().any(|m| state.is_collected(m.id)),
+                "a commit refused for another reason: {e}"
+            );
+            self.reuploads += 1;
+            let ids = self.allocate(objects.len()).await;
+            for ((meta, bytes), id) in objects.iter_mut().zip(ids) {
+                meta.id = ObjectId(id);
+                self.put(meta.id, bytes.clone()).await;
+            }
+        }
+    }
+
+    async fn allocate(&self, count: usize) -> std::ops::Range<u64> {
+        match self
+            .meta
+            .commit(Change::AllocateObjectIds {
+                node: WRITER,
+                node_epoch: self.node_epoch,
+                count: count as u64,
+            })
+            .await
+            .unwrap()
+            .outcome
+        {
+            Outcome::ObjectIds(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn put(&self, id: ObjectId, bytes: Bytes) {
+        self.objects
+            .put(&object_path(&self.prefix, id), PutPayload::from(bytes))
+            .await
+            .unwrap();
+    }
+
+    /// Builds and stores objects of what was appended, and adds it to the model; commits
+    /// nothing.
+    async fn store_pending(&mut self) -> Vec<(ObjectMeta, Bytes)> {
+        if self.pending.is_empty() {
+            return Vec::new();
         }
         let state = self.state().await;
         let mut per_stream: BTreeMap<StreamId, Vec<RecordBatch>> = BTreeMap::new();
@@ -218,21 +307,8 @@ impl Cluster {
         if !shared.is_empty() {
             groups.push((ObjectKind::StreamSet, shared));
         }
-        let ids = match self
-            .meta
-            .commit(Change::AllocateObjectIds {
-                node: WRITER,
-                node_epoch: self.node_epoch,
-                count: groups.len() as u64,
-            })
-            .await
-            .unwrap()
-            .outcome
-        {
-            Outcome::ObjectIds(r) => r,
-            other => panic!("{other:?}"),
-        };
-        let mut metas = Vec::new();
+        let ids = self.allocate(groups.len()).await;
+        let mut stored = Vec::new();
         for ((kind, streams), id) in groups.into_iter().zip(ids) {
             let mut builder = ObjectBuilder::new(2 << 10, Compression::Zstd { level: 1 });
             let mut ranges = Vec::new();
@@ -257,24 +333,16 @@ impl Cluster {
             }
             let object = builder.finish();
             let size = object.bytes.len() as u64;
-            self.objects
-                .put(
-                    &object_path(&self.prefix, ObjectId(id)),
-                    PutPayload::from(object.bytes),
-                )
-                .await
-                .unwrap();
-            metas.push(ObjectMeta {
+            self.put(ObjectId(id), object.bytes.clone()).await;
+            let meta = ObjectMeta {
                 id: ObjectId(id),
                 size,
                 kind,
                 ranges,
-            });
+            };
+            stored.push((meta, object.bytes));
         }
-        self.meta
-            .commit(commit_objects(WRITER, self.node_epoch, &metas))
-            .await
-            .unwrap();
+        stored
     }
 
     /// Trims `stream` to `new_start` (clamped to its end).
@@ -293,8 +361,10 @@ impl Cluster {
             .unwrap();
     }
 
-    /// Closes and reopens `stream`: later ranges carry a new stream epoch.
+    /// Closes and reopens `stream`: later ranges carry a new stream epoch. A held upload is
+    /// committed first, as a store's close commits what it holds.
     pub async fn reopen(&mut self, stream: StreamId) {
+        self.release().await;
         let state = self.state().await;
         let epoch = state.stream(stream).unwrap().epoch;
         self.meta
@@ -316,7 +386,9 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Deletes `stream`, after committing the held uploads.
     pub async fn delete(&mut self, stream: StreamId) {
+        self.release().await;
         let state = self.state().await;
         let epoch = state.stream(stream).unwrap().epoch;
         self.meta
