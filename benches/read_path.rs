@@ -10,7 +10,8 @@
 //!   caches are empty, against raw GETs of the same objects (whole objects, one at a time).
 //!   The two alternate, `READ_PATH_ROUNDS` times (default 5), each round swapping which goes
 //!   first; the summary gives the median and range of both, of their ratio within a round,
-//!   the client CPU per GiB of each, GETs per GB and the share of read-ahead wasted.
+//!   the client CPU and minor page faults per GiB of each, GETs per GB and the share of
+//!   read-ahead wasted.
 //!
 //! Run with `cargo bench --bench read_path`; it takes about two minutes. `READ_PATH_CATCH_UP_ONLY=1`
 //! runs only the S3 part; `READ_PATH_VERBOSE=1` adds range-read sweeps and per-round waits.
@@ -120,13 +121,16 @@ async fn read_all_timed(s: &Stream, end: Offset) -> (u64, Duration, u32) {
     (bytes, waited, waits)
 }
 
-/// CPU time this process has used so far (user and system).
-fn cpu_time() -> Duration {
+/// CPU time this process has used so far (user and system), and its minor page faults.
+fn usage() -> (Duration, u64) {
     // SAFETY: getrusage writes into the struct it is given and nothing else.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    (
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+        usage.ru_minflt as u64,
+    )
 }
 
 fn gbps(bytes: u64, took: Duration) -> f64 {
@@ -422,17 +426,22 @@ fn catch_up(summary: &mut Vec<String>) {
     let mut wasted = 0u64;
     let mut prefetched = 0u64;
     let (mut raw_cpu, mut store_cpu) = (Duration::ZERO, Duration::ZERO);
+    let (mut raw_faults, mut store_faults) = (0u64, 0u64);
     for round in 0..rounds {
         let mut raw = || {
-            let cpu = cpu_time();
+            let (cpu, faults) = usage();
             let (b, t) = raw_round();
-            raw_cpu += cpu_time() - cpu;
+            let (cpu_after, faults_after) = usage();
+            raw_cpu += cpu_after - cpu;
+            raw_faults += faults_after - faults;
             gbps(b, t)
         };
         let mut store = |last: &mut Option<objstream::ReadStats>| {
-            let cpu = cpu_time();
+            let (cpu, faults) = usage();
             let (b, t) = store_round(last);
-            store_cpu += cpu_time() - cpu;
+            let (cpu_after, faults_after) = usage();
+            store_cpu += cpu_after - cpu;
+            store_faults += faults_after - faults;
             gbps(b, t)
         };
         let (raw, store) = if round % 2 == 0 {
@@ -487,6 +496,11 @@ fn catch_up(summary: &mut Vec<String>) {
         "  client CPU per GiB read: raw {:.0} ms, store {:.0} ms (store rounds include opening and closing a node)",
         raw_cpu.as_secs_f64() * 1e3 / gib,
         store_cpu.as_secs_f64() * 1e3 / gib,
+    ));
+    summary.push(format!(
+        "  minor page faults per GiB read: raw {:.0}, store {:.0} (a fresh 4 KiB page each)",
+        raw_faults as f64 / gib,
+        store_faults as f64 / gib,
     ));
     summary.push(format!(
         "  per cold read: {:.1} GETs per GB ({} GETs for {} MiB in the last round, {} of them read-ahead); \
