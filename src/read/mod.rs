@@ -17,12 +17,14 @@
 //! Modules: [`objects`] (index and block reads, merged GETs), [`prefetch`] (planning and
 //! issuing read-ahead, whole-object reads), [`inflight`] (GETs in flight, which reads of the
 //! same bytes join), [`read_ahead`] (cursors and windows), [`limiter`] (bandwidth by
-//! priority), [`block`] (decoded blocks and their disk encoding), [`stats`] (what
+//! priority), [`block`] (decoded blocks and their disk encoding), `buffers` (recycled
+//! receive buffers of GET bodies), [`stats`] (what
 //! [`Store::read_stats`](crate::Store::read_stats) returns), `lru` (the index cache),
 //! `metrics` (GET latencies, read-ahead windows and limiter waiters as metrics). The
 //! settings, their trade-offs and the metrics are described in `docs/reading.md`.
 
 mod block;
+mod buffers;
 mod inflight;
 mod limiter;
 mod lru;

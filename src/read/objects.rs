@@ -24,6 +24,19 @@
 //! order, so they leave close together. The cache's weight counts each block's own bytes, so
 //! the memory held can exceed it by about one GET per reader (at most `MAX_MERGED_GET`, or half
 //! an object read whole).
+//!
+//! A cold scan reads hundreds of megabytes once. Fresh buffers for all of it cost as much CPU as
+//! the rest of the read path (the kernel faults in and zeroes every page), so GET bodies are
+//! gathered into recycled buffers (`buffers`), and a block leaves the memory tier once a scan
+//! has read it to its end. A scan here is a catch-up read (more than one object behind the
+//! newest) that continues a read-ahead cursor with an open window: a sequential reader of old
+//! data. When the last block of a GET is gone, its buffer goes back to the pool for the next
+//! GET, and the scan runs on the same few faulted-in pages instead of filling the cache with
+//! data read once (which would only push tail readers' blocks out). A fetch that ends inside a
+//! block leaves it cached for the next fetch, which reads on from there. Blocks of tail reads
+//! and of lone reads of old data stay cached as before. With a disk tier, or a cache the
+//! embedder passed (perhaps shared by other stores), scan blocks stay too: repeated replays of
+//! old data are what those are for.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -31,7 +44,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore};
+use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore};
 use objstream_cache::{
     BlockCache, BlockCacheConfig, BlockKey, DiskTierConfig, EvictionObserver, FetchError,
     FoyerBlockCache, Priority,
@@ -40,6 +53,7 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use super::block::DecodedBlock;
+use super::buffers::BufferPool;
 use super::inflight::{InFlight, SharedGet};
 use super::limiter::{Limiter, ReadPriority};
 use super::lru::Lru;
@@ -94,6 +108,11 @@ pub(super) struct Inner {
     pub(super) read_ahead_turns: Arc<Semaphore>,
     /// GET latencies, the read-ahead window and the limiter's waiters.
     metrics: ReadPathMetrics,
+    /// Receive buffers of GET bodies, recycled.
+    buffers: BufferPool,
+    /// True when a block leaves the memory tier once a scan has read it to its end (see the
+    /// module docs): the store's own cache, without a disk tier.
+    scan_read_once: bool,
 }
 
 /// The read-ahead window cap in effect: the configured one, but never more than a quarter of the
@@ -148,6 +167,10 @@ impl ObjectReader {
             }
         };
         let units = u32::try_from((cap / PERMIT_BYTES).max(1)).unwrap_or(u32::MAX);
+        let scan_read_once = owns_blocks && settings.block_cache_disk_dir.is_none();
+        // Idle receive buffers: up to one read-ahead window, freed after a second unused.
+        let buffers = BufferPool::new(cap);
+        buffers.expire_idle();
         Ok(ObjectReader {
             shared: Arc::new(Inner {
                 objects,
@@ -166,6 +189,8 @@ impl ObjectReader {
                 inflight: InFlight::default(),
                 read_ahead_turns: Arc::new(Semaphore::new(READ_AHEAD_GETS)),
                 metrics,
+                buffers,
+                scan_read_once,
             }),
         })
     }
@@ -216,6 +241,10 @@ impl ObjectReader {
     ) -> Result<Offset> {
         let mut pos = start;
         let mut bytes = 0u64;
+        // A sequential catch-up reader (a scan) reads each block once (see the module docs).
+        let read_once = self.shared.scan_read_once
+            && priority == ReadPriority::CatchUp
+            && self.shared.read_ahead.continues_window(stream, start);
         for &(id, size, _, _) in covering {
             if bytes >= max_bytes && !out.is_empty() {
                 break;
@@ -249,6 +278,13 @@ impl ObjectReader {
                         pos = b.next_offset();
                         out.push(b.clone());
                     }
+                    // A block a scan has read to its end leaves the memory tier, so that its
+                    // GET's buffer goes back to the pool.
+                    if read_once {
+                        self.shared
+                            .blocks
+                            .remove(&BlockKey::new(id.0, entry.position));
+                    }
                 }
                 i += n;
             }
@@ -268,11 +304,11 @@ impl ObjectReader {
         let started = std::time::Instant::now();
 
         let path = keys::object_path(&s.prefix, id);
-        // A body cut short is retried like any transfer failure (`read_body`).
+        // A body cut short is retried like any transfer failure (`receive_body`).
         let bytes = retry_transient("get range", &path, Backoff::for_uploads(id.0), || {
             let options = GetOptions::new().with_range(Some(range.clone()));
-            let (objects, path) = (&s.objects, &path);
-            async move { read_body(objects.get_opts(path, options).await?).await }
+            let (objects, path, buffers) = (&s.objects, &path, &s.buffers);
+            async move { receive_body(buffers, objects.get_opts(path, options).await?).await }
         })
         .await?;
         if bytes.len() as u64 != range.end - range.start {
@@ -466,6 +502,31 @@ impl ObjectReader {
         self.shared.inflight.insert(id, range.clone(), &get);
         (range, get)
     }
+}
+
+/// The whole body of a GET, gathered into a recycled buffer when it arrives in chunks. A body
+/// shorter (or longer) than the range the response claims is a transfer cut short, reported as
+/// a transient error so that the read is retried (as [`read_body`] does); it is never returned
+/// as data. A local file's body is read by the file store itself.
+async fn receive_body(buffers: &BufferPool, got: GetResult) -> object_store::Result<Bytes> {
+    if !matches!(got.payload, GetResultPayload::Stream(_)) {
+        return read_body(got).await;
+    }
+    let expected = got.range.end - got.range.start;
+    let location = got.meta.location.to_string();
+    let len = usize::try_from(expected).unwrap_or(usize::MAX);
+    let bytes = buffers.receive(len, got.into_stream()).await?;
+    if bytes.len() as u64 != expected {
+        return Err(object_store::Error::Generic {
+            store: "objstream",
+            source: format!(
+                "a read of {location} returned {} of {expected} bytes: the response was cut short",
+                bytes.len()
+            )
+            .into(),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The bytes of `wanted` out of `bytes`, the result of a GET of `got`.

@@ -268,10 +268,11 @@ impl ObjectReader {
                     let last_end = run.last().map_or(plan.from, |e| e.end);
                     s.read_ahead.issued(stream, plan, last_end, &keys);
                     let fetches = self.fetches(id, &run, ReadPriority::ReadAhead, true);
+                    let plan = *plan;
                     works.push((
                         1,
                         async move {
-                            reader.cache_all(keys, fetches).await;
+                            reader.cache_all(stream, &plan, id, &run, fetches).await;
                             drop(permit);
                         }
                         .boxed(),
@@ -323,17 +324,31 @@ impl ObjectReader {
         });
     }
 
-    /// Runs the fetches of prefetched blocks into the cache at low priority.
+    /// Runs the fetches of prefetched blocks (`entries` of object `id`) into the cache at low
+    /// priority, except those the reader of `plan` has already read past: a reader that
+    /// reached them first took them from the GET itself, and a catch-up reader then dropped
+    /// them from memory on purpose (see `objects`); putting them back would pin their GET's
+    /// buffer for nothing.
     async fn cache_all(
         &self,
-        keys: Vec<(BlockKey, u64)>,
+        stream: StreamId,
+        plan: &Plan,
+        id: ObjectId,
+        entries: &[IndexEntry],
         fetches: Vec<
             futures::future::BoxFuture<'static, crate::Result<super::block::DecodedBlock>>,
         >,
     ) {
-        let lookups = keys.into_iter().zip(fetches).map(|((key, _), fetch)| {
+        let reader_at = self.shared.read_ahead.reader_at(stream, plan);
+        let lookups = entries.iter().zip(fetches).map(|(e, fetch)| {
             let s = self.shared.clone();
+            let key = BlockKey::new(id.0, e.position);
+            let passed = reader_at.is_some_and(|at| e.end <= at);
             async move {
+                if passed {
+                    s.read_ahead.forget(&key);
+                    return;
+                }
                 if s.blocks
                     .get_or_fetch(key, Priority::Low, fetch)
                     .await
@@ -364,6 +379,11 @@ impl ObjectReader {
             futures::future::join_all(get.iter().cloned()),
         )
         .await;
+        // Blocks the reader has read past meanwhile (from this GET) are not prefetched again.
+        let from = s
+            .read_ahead
+            .reader_at(stream, plan)
+            .map_or(from, |at| from.max(at));
         let entries: Vec<IndexEntry> = match &index {
             Ok(index) => index.entries_for(stream, from, end).to_vec(),
             Err(_) => Vec::new(),
@@ -386,7 +406,7 @@ impl ObjectReader {
             Counters::add(&s.counters.read_ahead_wasted_bytes, others);
         }
         let fetches = self.fetches(id, &entries, ReadPriority::ReadAhead, true);
-        self.cache_all(keys_for(&entries, id), fetches).await;
+        self.cache_all(stream, plan, id, &entries, fetches).await;
         drop(get);
     }
 }

@@ -277,6 +277,25 @@ impl ReadAhead {
         }
     }
 
+    /// Where the reader of `plan`'s cursor is: the end of its last fetch from objects (None
+    /// once the cursor is gone).
+    pub(crate) fn reader_at(&self, stream: StreamId, plan: &Plan) -> Option<Offset> {
+        self.state
+            .lock()
+            .cursor(stream, plan.cursor)
+            .map(|c| c.next)
+    }
+
+    /// True when a fetch of `stream` from `start` continues a cursor with an open window: a
+    /// sequential reader that read-ahead serves.
+    pub(crate) fn continues_window(&self, stream: StreamId, start: Offset) -> bool {
+        self.state
+            .lock()
+            .cursors
+            .get(&stream)
+            .is_some_and(|cs| cs.iter().any(|c| c.next == start && c.window > 0))
+    }
+
     /// True when `key` was prefetched and not used yet.
     pub(crate) fn is_pending(&self, key: &BlockKey) -> bool {
         self.state.lock().pending.contains_key(key)
@@ -456,6 +475,30 @@ mod tests {
         );
         ra.finished(S, &plan);
         assert!(ra.advance(S, Offset(200), Offset(300), true).is_some());
+    }
+
+    #[test]
+    fn a_cursor_tells_where_its_reader_is() {
+        let ra = ReadAhead::new(64 << 20, 8 << 20, Gauge::noop());
+        let plan = ra.advance(S, Offset(0), Offset(100), true).unwrap();
+        assert_eq!(ra.reader_at(S, &plan), Some(Offset(100)));
+        ra.advance(S, Offset(100), Offset(250), true);
+        assert_eq!(ra.reader_at(S, &plan), Some(Offset(250)));
+        assert_eq!(ra.reader_at(StreamId(9), &plan), None);
+    }
+
+    #[test]
+    fn only_a_fetch_where_a_cursor_with_a_window_stopped_continues_it() {
+        let ra = ReadAhead::new(64 << 20, 8 << 20, Gauge::noop());
+        assert!(!ra.continues_window(S, Offset(0)));
+        ra.advance_tail(S, Offset(0), Offset(100));
+        assert!(
+            !ra.continues_window(S, Offset(100)),
+            "a tail cursor opens its window on its second fetch"
+        );
+        ra.advance(S, Offset(500), Offset(600), true);
+        assert!(ra.continues_window(S, Offset(600)));
+        assert!(!ra.continues_window(S, Offset(550)));
     }
 
     #[test]
