@@ -273,3 +273,145 @@ pub(crate) async fn delete_objects(access: &ObjectAccess, paths: &[Path]) -> Res
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStore, PutPayload};
+    use objstream::keys::object_path;
+    use objstream::manifest::{
+        Change, ManifestStreamRange, ObjectKind, ObjectMeta, ObjectStoreMetaStore, WriterToken,
+    };
+    use objstream::{Epoch, NodeId, Offset, StreamId};
+
+    use super::*;
+    use crate::limiter::Bandwidth;
+
+    const NODE: NodeId = NodeId(1);
+    const GRACE: u64 = 1_000;
+
+    fn one_range(id: u64) -> ObjectMeta {
+        ObjectMeta {
+            id: ObjectId(id),
+            size: 1,
+            kind: ObjectKind::Stream,
+            ranges: vec![ManifestStreamRange {
+                stream: StreamId(0),
+                epoch: Epoch(1),
+                start: Offset(0),
+                end: Offset(1),
+            }],
+        }
+    }
+
+    /// A manifest with one stream, a compactor, ids 0..4 allocated and objects 0..4 stored;
+    /// object 0 committed.
+    async fn setup() -> (ObjectAccess, Arc<dyn MetaStore>) {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let prefix = Path::from("p");
+        let meta = ObjectStoreMetaStore::open(store.clone(), prefix.clone(), WriterToken(1), 100)
+            .await
+            .unwrap();
+        let meta: Arc<dyn MetaStore> = Arc::new(meta);
+        for change in [
+            Change::OpenNode { node: NODE },
+            Change::OpenCompactor,
+            Change::CreateStream {
+                node: NODE,
+                node_epoch: Epoch(1),
+            },
+            Change::AllocateObjectIds {
+                node: NODE,
+                node_epoch: Epoch(1),
+                count: 4,
+            },
+            Change::CommitObjects {
+                node: NODE,
+                node_epoch: Epoch(1),
+                objects: vec![one_range(0)],
+                wal_floor: None,
+            },
+        ] {
+            meta.commit(change).await.unwrap();
+        }
+        for id in 0..4 {
+            store
+                .put(
+                    &object_path(&prefix, ObjectId(id)),
+                    PutPayload::from_static(b"x"),
+                )
+                .await
+                .unwrap();
+        }
+        let access = ObjectAccess {
+            store,
+            prefix,
+            bandwidth: Arc::new(Bandwidth::new(0)),
+        };
+        (access, meta)
+    }
+
+    /// Picks twice, a grace apart, at times far past the objects' last-modified times.
+    async fn pick_after_grace(
+        collector: &mut Collector,
+        access: &ObjectAccess,
+        meta: &Arc<dyn MetaStore>,
+    ) -> Garbage {
+        let start = u64::MAX / 2;
+        collector
+            .pick(access, meta, || start, GRACE, 100)
+            .await
+            .unwrap();
+        let (garbage, _) = collector
+            .pick(access, meta, || start + GRACE, GRACE, 100)
+            .await
+            .unwrap();
+        garbage
+    }
+
+    #[tokio::test]
+    async fn objects_never_seen_committed_are_orphans_to_collect_first() {
+        let (access, meta) = setup().await;
+        let mut collector = Collector::default();
+        let garbage = pick_after_grace(&mut collector, &access, &meta).await;
+        assert_eq!(garbage.paths.len(), 3);
+        assert_eq!(garbage.orphans, vec![ObjectId(1), ObjectId(2), ObjectId(3)]);
+    }
+
+    #[tokio::test]
+    async fn an_object_seen_committed_or_removed_by_this_collector_needs_no_collection() {
+        let (access, meta) = setup().await;
+        let mut collector = Collector::default();
+        collector
+            .pick(&access, &meta, || 0, GRACE, 100)
+            .await
+            .unwrap();
+        // Object 0, seen committed above, is replaced by object 1.
+        let replace = Change::ReplaceObjects {
+            compactor_epoch: Epoch(1),
+            removed: vec![ObjectId(0)],
+            added: vec![one_range(1)],
+        };
+        meta.commit(replace).await.unwrap();
+        collector.removed_at([ObjectId(2)], 0);
+        let garbage = pick_after_grace(&mut collector, &access, &meta).await;
+        assert_eq!(garbage.paths.len(), 3, "0, 2 and 3 are unreferenced");
+        assert_eq!(garbage.orphans, vec![ObjectId(3)]);
+    }
+
+    #[tokio::test]
+    async fn keeping_orphans_takes_their_paths_and_bytes_out_of_the_deletion() {
+        let (access, meta) = setup().await;
+        let mut collector = Collector::default();
+        let mut garbage = pick_after_grace(&mut collector, &access, &meta).await;
+        assert_eq!(garbage.bytes, 3);
+        assert_eq!(garbage.keep(|id| id == ObjectId(2)), 1);
+        assert_eq!(garbage.orphans, vec![ObjectId(1), ObjectId(3)]);
+        assert_eq!(garbage.bytes, 2);
+        assert!(!garbage
+            .paths
+            .contains(&object_path(&access.prefix, ObjectId(2))));
+        assert_eq!(garbage.keep(|_| true), 2);
+        assert!(garbage.paths.is_empty() && garbage.bytes == 0);
+    }
+}
