@@ -32,9 +32,10 @@
 //! A writer acknowledges a write only after this sequence, for that write alone:
 //!
 //! 1. the write is durable (`O_DSYNC` returned, or `fdatasync` returned);
-//! 2. *then* an `O_DIRECT` read of both header slots finds that the newest header is still the
-//!    one this writer wrote last (otherwise the write, and every later call, fails with
-//!    [`WalErrorKind::Fenced`]);
+//! 2. *then* an `O_DIRECT` read of both header slots finds that the newest header is one this
+//!    writer wrote: its last, or one of the few before it, or the one a trim is writing, since
+//!    a check takes no lock and a trim's header write may land during its read (otherwise the
+//!    write, and every later call, fails with [`WalErrorKind::Fenced`]);
 //! 3. then the appends it holds resolve, once every earlier write has resolved.
 //!
 //! **Claim.** Once a new owner's open has returned, the previous writer acknowledges nothing
@@ -103,7 +104,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use crate::frame;
@@ -162,9 +163,9 @@ struct Shared {
     wake: Condvar,
     /// Wakes the I/O threads: a job, or the stop.
     work: Condvar,
-    /// The newest header this WAL wrote. Header writes hold it exclusively; ownership checks
-    /// hold it shared, so a check never compares against a header still being written.
-    header: RwLock<Header>,
+    /// The headers this WAL wrote last and the one it is writing: what an ownership check
+    /// accepts on the device. Held only to look or to update, never across I/O.
+    header: Mutex<writer::OwnHeaders>,
     replay: Mutex<Vec<WalRecord>>,
 }
 
@@ -301,7 +302,7 @@ impl BlockWal {
             )),
             wake: Condvar::new(),
             work: Condvar::new(),
-            header: RwLock::new(mine),
+            header: Mutex::new(writer::OwnHeaders::new(mine)),
             replay: Mutex::new(recovered.records),
         });
         let spawn = |name: String, f: fn(Arc<Shared>)| {
@@ -387,12 +388,9 @@ impl Wal for BlockWal {
             if let Some(err) = &q.failed {
                 return ready(Err(err.clone()));
             }
-            // The sequencer only needs waking when it may be idle and can issue a write: with
-            // appends already waiting, or every write slot busy, a retired write or a trim
-            // wakes it.
-            let wake = q.pending.is_empty() && q.inflight.len() < writer::WRITES_IN_FLIGHT;
-            q.pending.push_back(Pending { record, done: tx });
-            wake
+            // The sequencer only needs waking when this append makes a write issuable; else
+            // a retired write or a trim wakes it.
+            q.push(Pending { record, done: tx })
         };
         if wake {
             self.shared.wake.notify_all();
