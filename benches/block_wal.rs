@@ -22,7 +22,7 @@
 //!   (recover) and replay; each round's ratio and the median; then replay from memory.
 //!
 //! `BLOCK_WAL_BENCH=replay,paced` (comma separated: `raw`, `closed`, `paired`, `paced`,
-//! `replay`, `criterion`) runs only the parts named.
+//! `memory`, `replay`, `criterion`) runs only the parts named.
 //!
 //! The summary prints each figure and its ratio to the raw ones, and the bandwidth ratio again
 //! from raw and WAL runs in alternating pairs (the median of three), since a shared disk's
@@ -254,12 +254,54 @@ struct Paced {
     p50: Duration,
     p99: Duration,
     max: Duration,
+    /// CPU time of the WAL's own threads (sequencer and I/O threads) per append.
+    cpu_per_append: Duration,
+    /// Times the WAL's threads went to sleep and were woken, per append.
+    switches_per_append: f64,
+}
+
+/// CPU time and context switches so far of this process's threads whose name starts with
+/// `block-wal` (the WAL's sequencer and I/O threads), from `/proc`.
+fn wal_threads_usage() -> (Duration, u64) {
+    let mut cpu = Duration::ZERO;
+    let mut switches = 0;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (cpu, switches);
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("block-wal") {
+            continue;
+        }
+        let sched = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        let ns: u64 = sched
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        cpu += Duration::from_nanos(ns);
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    (cpu, switches)
 }
 
 /// Offers `record`-byte appends at `offered` bytes per second from one thread (open loop);
 /// another thread awaits them in order. Latency runs from when each append was due.
 fn run_paced(path: &Path, durability: Durability, record: usize, offered: f64) -> Paced {
-    let wal = Arc::new(BlockWal::open(path, 1, 1, wal_options(durability)).unwrap());
+    let wal = BlockWal::open(path, 1, 1, wal_options(durability)).unwrap();
+    paced_on(wal, record, offered)
+}
+
+/// [`run_paced`] on an open WAL.
+fn paced_on(wal: BlockWal, record: usize, offered: f64) -> Paced {
+    let wal = Arc::new(wal);
+    let (cpu_before, switches_before) = wal_threads_usage();
     let stop = Arc::new(AtomicBool::new(false));
     let trim = trimmer(wal.clone(), stop.clone());
     let (tx, rx) = mpsc::channel::<(Instant, objstream_wal::WalFuture<_>)>();
@@ -291,14 +333,18 @@ fn run_paced(path: &Path, durability: Durability, record: usize, offered: f64) -
     drop(tx);
     let mut lat = waiter.join().unwrap();
     let secs = start.elapsed().as_secs_f64();
+    let (cpu_after, switches_after) = wal_threads_usage();
     stop.store(true, Ordering::Relaxed);
     trim.join().unwrap();
     lat.sort();
+    let sent_u32 = u32::try_from(sent.max(1)).unwrap_or(u32::MAX);
     Paced {
         mb_per_s: (sent * record) as f64 / secs / 1e6,
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
         max: lat.last().copied().unwrap_or_default(),
+        cpu_per_append: cpu_after.saturating_sub(cpu_before) / sent_u32,
+        switches_per_append: (switches_after - switches_before) as f64 / sent.max(1) as f64,
     }
 }
 
@@ -454,9 +500,30 @@ fn replay_part() {
 }
 
 /// Whether the part `name` runs: every part unless `BLOCK_WAL_BENCH` names some (comma
-/// separated: `raw`, `closed`, `paired`, `paced`, `replay`, `criterion`).
+/// separated: `raw`, `closed`, `paired`, `paced`, `memory` (the paced runs on a memory device
+/// only), `replay`, `criterion`).
 fn part(name: &str) -> bool {
     std::env::var("BLOCK_WAL_BENCH").map_or(true, |parts| parts.split(',').any(|p| p == name))
+}
+
+/// The paced load on a memory device: what the WAL's own threads cost, with no disk.
+fn memory_paced_part() {
+    for record in [1 << 10, 4 << 10, 64 << 10] {
+        let dev = Arc::new(MemDevice::new(FILE_BYTES as usize));
+        let wal = BlockWal::open_device(dev, 1, 1, wal_options(Durability::Dsync)).unwrap();
+        let p = paced_on(wal, record, 100e6);
+        println!(
+            "memory device paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, p50 {:?}, \
+             p99 {:?}, max {:?}; WAL threads: {:?} CPU and {:.2} context switches per append",
+            record >> 10,
+            p.mb_per_s,
+            p.p50,
+            p.p99,
+            p.max,
+            p.cpu_per_append,
+            p.switches_per_append
+        );
+    }
 }
 
 /// The raw write figures, then the closed-loop, paired and paced WAL runs that compare with
@@ -558,14 +625,17 @@ fn write_parts(path: &Path) {
             println!(
                 "{durability:?} paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, \
                  p50 {:?}, p99 {:?} (target <= 1 ms), max {:?}; raw 4 KiB O_DSYNC just before: \
-                 p50 {:?}, p99 {:?}",
+                 p50 {:?}, p99 {:?}; WAL threads: {:?} CPU and {:.2} context switches per \
+                 append",
                 record >> 10,
                 p.mb_per_s,
                 p.p50,
                 p.p99,
                 p.max,
                 percentile(&raw, 0.5),
-                percentile(&raw, 0.99)
+                percentile(&raw, 0.99),
+                p.cpu_per_append,
+                p.switches_per_append
             );
         }
     }
@@ -579,6 +649,9 @@ fn main() {
 
     if ["raw", "closed", "paired", "paced"].iter().any(|p| part(p)) {
         write_parts(&path);
+    }
+    if part("paced") || part("memory") {
+        memory_paced_part();
     }
     if part("replay") {
         replay_part();
