@@ -35,6 +35,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -78,6 +79,8 @@ pub(super) struct Job {
     /// The encoded frames, zero-padded to `len` (a multiple of 4 KiB).
     buf: AlignedBuf,
     len: usize,
+    /// Records in the write.
+    records: u64,
 }
 
 /// A write issued and not yet retired.
@@ -125,6 +128,9 @@ pub(super) struct Queue {
     pub jobs: VecDeque<Job>,
     /// The id the next job gets.
     pub next_job: u64,
+    /// Set while the first waiting append does not fit the trimmed space: appends queued
+    /// meanwhile count as waits for a full ring.
+    pub full: bool,
     /// The latched error.
     pub failed: Option<WalError>,
     /// Set when the WAL is dropped: write what is pending and stop.
@@ -148,6 +154,7 @@ impl Queue {
             inflight: VecDeque::new(),
             jobs: VecDeque::new(),
             next_job: 0,
+            full: false,
             failed: None,
             closed: false,
             stop: false,
@@ -218,9 +225,16 @@ pub(super) fn run(shared: Arc<Shared>) {
                 let len = frame::frame_len(first.record.len()) as u64;
                 let (start, _) = placement(&shared, q.issued, len);
                 if align_up(start + len) <= q.trim + shared.ring.size {
+                    q.full = false;
                     if q.may_issue() {
                         break Turn::Write;
                     }
+                } else if !q.full {
+                    q.full = true;
+                    for _ in 0..q.pending.len() {
+                        shared.metrics.full_wait();
+                    }
+                    continue;
                 } else if q.closed {
                     let err = WalError::new(
                         WalErrorKind::Failed,
@@ -261,6 +275,7 @@ pub(super) fn run(shared: Arc<Shared>) {
                     match &result {
                         Ok(()) => {
                             q.trim = boundary;
+                            shared.metrics.used(q.issued - boundary);
                             while q.write_starts.front().is_some_and(|&s| s < boundary) {
                                 q.write_starts.pop_front();
                             }
@@ -336,6 +351,8 @@ fn take_batch(shared: &Shared, q: &mut Queue, scratch: &mut Vec<u8>) -> WalResul
     let id = q.next_job;
     q.next_job += 1;
     q.issued = align_up(pos);
+    shared.metrics.used(q.issued - q.trim);
+    let records = appends.len() as u64;
     q.inflight.push_back(InFlight {
         id,
         pad,
@@ -350,6 +367,7 @@ fn take_batch(shared: &Shared, q: &mut Queue, scratch: &mut Vec<u8>) -> WalResul
         start,
         buf,
         len,
+        records,
     })
 }
 
@@ -371,7 +389,18 @@ pub(super) fn io_thread(shared: Arc<Shared>) {
         drop(q);
         let result = match latched {
             Some(err) => Err(err),
-            None => write_job(&shared, &job, &mut block),
+            None => {
+                shared.metrics.write_started();
+                let started = Instant::now();
+                let result = write_job(&shared, &job, &mut block);
+                shared.metrics.write_finished();
+                if result.is_ok() {
+                    shared
+                        .metrics
+                        .record_write(job.len as u64, job.records, started.elapsed());
+                }
+                result
+            }
         };
         shared.pool.put(job.buf);
         let mut q = shared.queue.lock();
