@@ -182,6 +182,42 @@ struct Shared {
 }
 
 /// The block WAL. See the module docs.
+///
+/// Appends resolve in call order once durable; a reopen replays what was not trimmed; a trim
+/// lets the ring reuse the space below a position. Here on a memory device (a real one is
+/// opened with [`BlockWal::open`]):
+///
+/// ```
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use futures::executor::block_on;
+/// use objstream_wal::block::{MemDevice, HEADER_AREA};
+/// use objstream_wal::{BlockWal, BlockWalOptions, Wal};
+///
+/// let dev = MemDevice::new(HEADER_AREA as usize + (8 << 20));
+/// let open = |epoch| {
+///     BlockWal::open_device(Arc::new(dev.clone()), 1, epoch, BlockWalOptions::default())
+/// };
+///
+/// let wal = open(1)?;
+/// let first = wal.append(Bytes::from_static(b"prompt"));
+/// let second = wal.append(Bytes::from_static(b"response"));
+/// let (first, second) = (block_on(first)?, block_on(second)?);
+/// assert!(first < second);
+/// drop(wal);
+///
+/// // A reopen (a restart, or a takeover at a higher node epoch) replays every record.
+/// let wal = open(2)?;
+/// let replayed = block_on(wal.replay())?;
+/// assert_eq!(replayed.len(), 2);
+/// assert_eq!(replayed[1].payload, "response");
+///
+/// // Once the records are safe elsewhere, trim: the next reopen replays nothing.
+/// block_on(wal.trim(wal.next_position()))?;
+/// drop(wal);
+/// assert!(block_on(open(3)?.replay())?.is_empty());
+/// # Ok::<(), objstream_wal::WalError>(())
+/// ```
 pub struct BlockWal {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -201,6 +237,30 @@ impl BlockWal {
     /// Opens the WAL on `path` (a block device or a preallocated file; created when missing
     /// and [`BlockWalOptions::create_bytes`] is set) with `O_DIRECT`, as node `node_id` at
     /// `node_epoch`. See [`BlockWal::open_device`].
+    ///
+    /// A preallocated file in a directory on a filesystem that accepts `O_DIRECT` (tmpfs does
+    /// not):
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use futures::executor::block_on;
+    /// use objstream_wal::{BlockWal, BlockWalOptions, Wal};
+    ///
+    /// let dir = tempfile::tempdir_in(".").unwrap();
+    /// let path = dir.path().join("node-1.wal");
+    /// let options = BlockWalOptions {
+    ///     create_bytes: Some(16 << 20),
+    ///     ..BlockWalOptions::default()
+    /// };
+    /// let wal = BlockWal::open(&path, 1, 1, options.clone())?;
+    /// block_on(wal.append(Bytes::from_static(b"evaluator score")))?;
+    /// assert_eq!(wal.ring_bytes(), (16 << 20) - 8192);
+    /// drop(wal);
+    ///
+    /// let wal = BlockWal::open(&path, 1, 2, options)?;
+    /// assert_eq!(block_on(wal.replay())?[0].payload, "evaluator score");
+    /// # Ok::<(), objstream_wal::WalError>(())
+    /// ```
     pub fn open(
         path: impl AsRef<Path>,
         node_id: u64,
@@ -221,6 +281,31 @@ impl BlockWal {
     /// [`WalErrorKind::Fenced`] when it carries a higher node epoch, writes a header with the
     /// opener's identity, then recovers the ring (cutting a torn tail, failing with
     /// [`WalErrorKind::Corruption`] on damage before it) and starts the writer thread.
+    ///
+    /// A takeover: the node that opens at a higher node epoch fences the previous writer, whose
+    /// later calls fail, and an opener at a lower epoch is refused.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use futures::executor::block_on;
+    /// use objstream_wal::block::{MemDevice, HEADER_AREA};
+    /// use objstream_wal::{BlockWal, BlockWalOptions, Wal, WalErrorKind};
+    ///
+    /// let dev = MemDevice::new(HEADER_AREA as usize + (8 << 20));
+    /// let open = |node, epoch| {
+    ///     BlockWal::open_device(Arc::new(dev.clone()), node, epoch, BlockWalOptions::default())
+    /// };
+    /// let old = open(1, 1)?;
+    /// block_on(old.append(Bytes::from_static(b"acknowledged")))?;
+    ///
+    /// let new = open(2, 2)?;
+    /// assert_eq!(block_on(new.replay())?.len(), 1);
+    /// let err = block_on(old.append(Bytes::from_static(b"late"))).unwrap_err();
+    /// assert_eq!(err.kind(), WalErrorKind::Fenced);
+    /// assert_eq!(open(1, 1).unwrap_err().kind(), WalErrorKind::Fenced);
+    /// # Ok::<(), objstream_wal::WalError>(())
+    /// ```
     pub fn open_device(
         dev: Arc<dyn BlockDevice>,
         node_id: u64,
