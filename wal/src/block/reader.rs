@@ -4,9 +4,9 @@
 //! # Flow
 //!
 //! Recovery walks the ring forward from the trim position. The reader keeps the chunk being
-//! decoded and, behind it, up to [`RECOVERY_READ_DEPTH`] reads of the following chunks in flight, each
-//! in its own scoped thread: the thread allocates the chunk's buffer (so the page faults of
-//! fresh memory are spread over threads too) and fills it with one `O_DIRECT` read. A device
+//! decoded and, behind it, up to [`RECOVERY_READ_DEPTH`] reads of the following chunks in
+//! flight, each in its own scoped thread: the thread allocates the chunk's buffer (so the page
+//! faults of fresh memory are spread over threads too) and fills it with one `O_DIRECT` read. A device
 //! serves several reads at once far faster than one at a time, and decoding the current chunk
 //! overlaps all of them.
 //!
@@ -22,8 +22,8 @@
 //! [`Reader::view`] takes the number of bytes the caller needs at a position (a frame's
 //! length, once its header is read), not a fixed amount, so that a chunk is left only when the
 //! next frame truly runs past it. A read-ahead past the end of the log is wasted; the depth
-//! bounds the waste at `RECOVERY_READ_DEPTH` chunks, less than recovery reads past the cut anyway to
-//! tell a torn tail from corruption.
+//! bounds the waste at `RECOVERY_READ_DEPTH` chunks, little more than recovery reads past the
+//! cut anyway to tell a torn tail from corruption.
 
 use std::collections::VecDeque;
 use std::io;
@@ -104,9 +104,9 @@ impl<'scope, 'env> Reader<'scope, 'env> {
         WalError::failed(format!("reading {} at {offset}", self.dev.name()), e)
     }
 
-    /// The bytes from `pos` on, at least `want` of them (at most a largest frame) or up
-    /// to the end of `pos`'s lap or the limit, whichever comes first. Positions only move forward, except
-    /// within the chunk held.
+    /// The bytes from `pos` on, at least `want` of them (at most a largest frame) or up to the
+    /// end of `pos`'s lap or the limit, whichever comes first. Positions only move forward,
+    /// except within the chunk held.
     pub fn view(&mut self, pos: u64, want: u64) -> WalResult<&[u8]> {
         let want_end = (pos + want.min(self.need))
             .min(self.ring.lap_end(pos))
