@@ -3,12 +3,12 @@
 //!
 //! # Flow
 //!
-//! Recovery walks the ring forward from the trim position. The reader keeps the chunk being
-//! decoded and, behind it, up to [`RECOVERY_READ_DEPTH`] reads of the following chunks in
-//! flight, each in its own scoped thread: the thread allocates the chunk's buffer (so the page
-//! faults of fresh memory are spread over threads too) and fills it with one `O_DIRECT` read. A device
-//! serves several reads at once far faster than one at a time, and decoding the current chunk
-//! overlaps all of them.
+//! Recovery walks the ring forward from the trim position. The reader keeps the chunk being decoded
+//! and, behind it, up to [`RECOVERY_READ_DEPTH`] reads of the following chunks in flight, each in
+//! its own scoped thread: the thread allocates the chunk's buffer (so the page faults of fresh
+//! memory are spread over threads too) and fills it with one `O_DIRECT` read. A device serves
+//! several reads at once far faster than one at a time, and decoding the current chunk overlaps all
+//! of them.
 //!
 //! Chunks are contiguous in logical positions and never cross a lap's end, so each is one
 //! physically contiguous read. A chunk buffer starts with `slack` unused bytes: when a frame

@@ -2,13 +2,13 @@
 //!
 //! # Flow
 //!
-//! 1. The *sequencer* thread ([`run`]) owns positions. Each turn it either persists a pending
-//!    trim (a header write, after re-reading both slots to notice a takeover) or, when no write
-//!    is unacknowledged, or fewer than [`WRITES_IN_FLIGHT`] are and [`OVERLAP_BYTES`] of frames
-//!    wait, takes every append waiting at that moment that fits (the batch limit, the ring's
-//!    end, the trimmed space), gives each its position in queue order, encodes their frames
-//!    into one pooled aligned buffer and hands it to the I/O threads as a [`Job`]. It does not wait for the write: the next batch forms
-//!    while earlier ones are being written and synced.
+//! 1. The *sequencer* thread ([`run`]) owns positions. Each turn it either persists a pending trim
+//!    (a header write, after re-reading both slots to notice a takeover) or, when no write is
+//!    unacknowledged, or fewer than [`WRITES_IN_FLIGHT`] are and [`OVERLAP_BYTES`] of frames wait,
+//!    takes every append waiting at that moment that fits (the batch limit, the ring's end, the
+//!    trimmed space), gives each its position in queue order, encodes their frames into one pooled
+//!    aligned buffer and hands it to the I/O threads as a [`Job`]. It does not wait for the write:
+//!    the next batch forms while earlier ones are being written and synced.
 //! 2. An *I/O* thread ([`io_thread`], one per write in flight) writes the job with one `pwrite`
 //!    (after a padding marker, written and synced first, when the batch starts a new lap),
 //!    makes it durable (`O_DSYNC`, or its own `fdatasync`), then reads both header slots and
