@@ -297,8 +297,8 @@ async fn records_queued_when_the_handle_is_dropped_still_land() {
     let mut opts = options();
     opts.linger = Duration::from_secs(3600);
     let wal = open_at(&store, identity(1, 1), WalPosition(0), opts).await;
-    // The first object leaves a quiet WAL at once; the records after it wait out the linger
-    // (paced from that object), so they are still queued when the handle goes.
+    // The first object leaves an idle WAL at once; the records right after it find the WAL busy
+    // and wait out the linger, so they are still queued when the handle goes.
     let first = wal.append(payload(9, 10)).await.unwrap();
     let pending: Vec<_> = (0..3).map(|i| wal.append(payload(i, 10))).collect();
     tokio::time::sleep(Duration::from_millis(20)).await;

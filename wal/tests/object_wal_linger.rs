@@ -29,8 +29,8 @@ async fn soon<T>(append: impl std::future::Future<Output = T>) -> T {
 }
 
 #[tokio::test]
-async fn a_lone_append_to_a_quiet_wal_does_not_wait_for_the_linger_in_either_adaptive_mode() {
-    for mode in [LingerMode::Paced, LingerMode::GroupCommit] {
+async fn a_lone_append_to_an_idle_wal_does_not_wait_for_the_linger_in_either_adaptive_mode() {
+    for mode in [LingerMode::WhenBusy, LingerMode::GroupCommit] {
         let store = memory();
         let wal = open_at(
             &store,
@@ -57,9 +57,9 @@ async fn group_commit_sends_each_awaited_append_at_once() {
 }
 
 #[tokio::test]
-async fn paced_holds_an_append_that_follows_the_previous_object_within_the_linger() {
+async fn when_busy_holds_an_append_that_follows_the_previous_object_within_the_linger() {
     let store = memory();
-    let options = lingering(LingerMode::Paced, HOUR);
+    let options = lingering(LingerMode::WhenBusy, HOUR);
     let wal = open_at(&store, identity(1, 1), WalPosition(0), options).await;
     soon(wal.append(payload(0, 10))).await.unwrap();
     let puts = store.calls(Op::Put);
@@ -73,16 +73,31 @@ async fn paced_holds_an_append_that_follows_the_previous_object_within_the_linge
 }
 
 #[tokio::test]
-async fn paced_sends_at_once_once_a_linger_has_passed_since_the_previous_object() {
+async fn when_busy_sends_at_once_once_a_linger_has_passed_since_the_previous_object() {
     let store = memory();
     let linger = Duration::from_millis(100);
-    let options = lingering(LingerMode::Paced, linger);
+    let options = lingering(LingerMode::WhenBusy, linger);
     let wal = open_at(&store, identity(1, 1), WalPosition(0), options).await;
     wal.append(payload(0, 10)).await.unwrap();
     tokio::time::sleep(linger * 2).await;
     let started = Instant::now();
     wal.append(payload(1, 10)).await.unwrap();
     assert!(started.elapsed() < linger, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn when_busy_holds_a_record_the_whole_linger_not_only_the_rest_of_the_previous_ones() {
+    let store = memory();
+    let linger = Duration::from_millis(200);
+    let options = lingering(LingerMode::WhenBusy, linger);
+    let wal = open_at(&store, identity(1, 1), WalPosition(0), options).await;
+    wal.append(payload(0, 10)).await.unwrap();
+    tokio::time::sleep(linger / 2).await;
+    // The WAL is busy: this record waits a whole linger from its own arrival, so that a trickle
+    // is batched as a fixed linger batches it.
+    let started = Instant::now();
+    wal.append(payload(1, 10)).await.unwrap();
+    assert!(started.elapsed() >= linger, "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -121,7 +136,7 @@ async fn group_commit_gathers_the_appends_that_arrive_while_a_put_is_in_flight()
 #[tokio::test]
 async fn a_full_object_goes_out_at_once_whatever_the_mode() {
     for mode in [
-        LingerMode::Paced,
+        LingerMode::WhenBusy,
         LingerMode::GroupCommit,
         LingerMode::Fixed,
     ] {

@@ -6,28 +6,29 @@
 //! A fixed linger (cut when the oldest queued record has waited `linger`) makes every lone
 //! append wait it out, even when the WAL was idle and nothing could have joined it.
 //!
-//! The first two modes below cut a record that finds the WAL quiet at once; no mode holds a
-//! record longer than `linger` after it was queued (`first_queued + linger` bounds every
-//! deadline). They differ in what "quiet" means:
+//! No mode holds a record longer than `linger` after it was queued. The modes differ in when a
+//! record goes at once:
 //!
 //! ```text
-//! Paced (default):  due = max(first_queued, last_cut + linger)
-//!                   objects that are not full start at most once per linger: a trickle costs
-//!                   no more PUTs per second than a fixed linger did (about 1 / linger at most);
-//!                   a lone append waits only if the previous object started less than linger
-//!                   ago, i.e. only when the store answers faster than linger.
-//! GroupCommit:      due = first_queued            when no PUT is in flight
-//!                   due = first_queued + linger   while PUTs are in flight
-//!                   a lone append never waits; appends that arrive while a PUT is in the air
-//!                   gather behind it. A trickle faster than PUTs complete costs about one PUT
-//!                   per PUT latency: more than Paced when PUTs are faster than linger.
-//! Fixed:            due = first_queued + linger
-//!                   every object that is not full waits the whole linger: the most batching,
-//!                   and every lone append pays the linger on top of its PUT.
+//! WhenBusy (default): due = first_queued            no object started in the linger before it
+//!                     due = first_queued + linger   otherwise (the WAL is busy: wait as Fixed)
+//!                     A steady trickle faster than 1 / linger always finds the WAL busy and is
+//!                     batched exactly as Fixed batches it; a slower one costs one PUT per append
+//!                     in both. A lone append waits for nothing when the previous object started
+//!                     a linger ago or more: always on a store whose PUTs take longer than the
+//!                     linger, and after any pause of a linger.
+//! GroupCommit:        due = first_queued            when no PUT is in flight
+//!                     due = first_queued + linger   while PUTs are in flight
+//!                     a lone append never waits; appends that arrive while a PUT is in the air
+//!                     gather behind it. A trickle faster than PUTs complete costs about one PUT
+//!                     per PUT latency: more than Fixed when PUTs are faster than the linger.
+//! Fixed:              due = first_queued + linger
+//!                     every object that is not full waits the whole linger: every lone append
+//!                     pays the linger on top of its PUT.
 //! ```
 //!
-//! No mode writes anything while nothing is queued, and neither changes which records an
-//! object holds (module `writer` cuts them), their slots, or the order of acknowledgements.
+//! No mode writes anything while nothing is queued, and none changes which records an object
+//! holds (module `writer` cuts them), their slots, or the order of acknowledgements.
 
 use std::time::Duration;
 
@@ -37,21 +38,21 @@ use tokio::time::Instant;
 /// [`crate::object`] and [`crate::ObjectWalOptions::linger_mode`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LingerMode {
-    /// Objects that are not full start at most once per `linger`. A record goes at once when
-    /// the previous object started `linger` ago or more, otherwise when that much time has
-    /// passed since it started. PUTs per second for a trickle of appends are no more than with
-    /// a fixed linger; a lone append waits only when the previous PUT returned in less than
-    /// `linger`. The default.
+    /// Linger only when the WAL is busy. A record goes at once when no object started in the
+    /// `linger` before it arrived; otherwise it waits the whole `linger`, as with
+    /// [`LingerMode::Fixed`]. A steady trickle of appends costs the PUTs it costs with
+    /// `Fixed`; a lone append waits only when the previous object started less than `linger`
+    /// before it (on a store faster than `linger`, an appender that awaits each append). The
+    /// default.
     #[default]
-    Paced,
+    WhenBusy,
     /// Group commit: a record goes at once when no PUT is in flight, and waits up to `linger`
     /// for company only while PUTs are in flight. The lowest latency for a lone appender (one
     /// PUT), at the cost of up to one PUT per PUT latency for a trickle of appends: more than
-    /// [`LingerMode::Paced`] when PUTs return faster than `linger`.
+    /// [`LingerMode::Fixed`] when PUTs return faster than `linger`.
     GroupCommit,
     /// Every object that is not full goes out `linger` after its first record arrived, however
-    /// quiet the WAL: the most batching for a given `linger`, and every lone append waits the
-    /// whole `linger` on top of its PUT.
+    /// quiet the WAL: every lone append waits the whole `linger` on top of its PUT.
     Fixed,
 }
 
@@ -69,17 +70,17 @@ pub(crate) struct Quiet {
 /// When the queued records should go out in an object that is not full (the window permitting).
 /// Never later than `first_queued + linger`.
 pub(crate) fn due_at(mode: LingerMode, linger: Duration, quiet: Quiet) -> Instant {
+    let at_once = quiet.first_queued;
     let latest = quiet.first_queued + linger;
-    let wanted = match mode {
-        LingerMode::Paced => match quiet.last_cut {
-            Some(cut) => (cut + linger).max(quiet.first_queued),
-            None => quiet.first_queued,
+    match mode {
+        LingerMode::WhenBusy => match quiet.last_cut {
+            Some(cut) if cut + linger > quiet.first_queued => latest,
+            _ => at_once,
         },
         LingerMode::GroupCommit if quiet.puts_in_flight => latest,
-        LingerMode::GroupCommit => quiet.first_queued,
+        LingerMode::GroupCommit => at_once,
         LingerMode::Fixed => latest,
-    };
-    wanted.min(latest)
+    }
 }
 
 #[cfg(test)]
@@ -101,25 +102,25 @@ mod tests {
     }
 
     #[test]
-    fn a_first_record_goes_at_once_in_either_mode() {
+    fn a_first_record_goes_at_once_in_either_adaptive_mode() {
         let t0 = Instant::now();
-        for mode in [LingerMode::Paced, LingerMode::GroupCommit] {
+        for mode in [LingerMode::WhenBusy, LingerMode::GroupCommit] {
             assert_eq!(due_at(mode, LINGER, quiet(t0, 5, None, false)), t0 + ms(5));
         }
     }
 
     #[test]
-    fn paced_sends_at_once_when_the_previous_object_started_a_linger_ago_or_more() {
+    fn when_busy_sends_at_once_when_no_object_started_in_the_linger_before_the_record() {
         let t0 = Instant::now();
-        let q = quiet(t0, 10, Some(3), true);
-        assert_eq!(due_at(LingerMode::Paced, LINGER, q), t0 + ms(10));
+        let q = quiet(t0, 10, Some(8), true);
+        assert_eq!(due_at(LingerMode::WhenBusy, LINGER, q), t0 + ms(10));
     }
 
     #[test]
-    fn paced_waits_until_a_linger_after_the_previous_object_started() {
+    fn when_busy_waits_the_whole_linger_when_an_object_started_within_it() {
         let t0 = Instant::now();
         let q = quiet(t0, 11, Some(10), false);
-        assert_eq!(due_at(LingerMode::Paced, LINGER, q), t0 + ms(12));
+        assert_eq!(due_at(LingerMode::WhenBusy, LINGER, q), t0 + ms(13));
     }
 
     #[test]
@@ -149,21 +150,20 @@ mod tests {
         // Records left over from a full object cut after they arrived.
         let q = quiet(t0, 4, Some(5), true);
         for mode in [
-            LingerMode::Paced,
+            LingerMode::WhenBusy,
             LingerMode::GroupCommit,
             LingerMode::Fixed,
         ] {
-            assert_eq!(due_at(mode, LINGER, q), t0 + ms(6), "{mode:?}");
+            assert!(due_at(mode, LINGER, q) <= t0 + ms(6), "{mode:?}");
         }
     }
 
-    #[test]
-    fn paced_starts_at_most_one_object_that_is_not_full_per_linger() {
-        // A paced trickle of one record per 500 µs for 100 ms, every cut taking all queued.
+    /// Objects a steady trickle of one record per `every` makes in `run_for` under `mode`, each
+    /// cut taking every record queued by then.
+    fn objects_for_trickle(mode: LingerMode, every: Duration, run_for: Duration) -> usize {
         let t0 = Instant::now();
-        let arrivals: Vec<Instant> = (0..200)
-            .map(|i| t0 + Duration::from_micros(500 * i))
-            .collect();
+        let n = (run_for.as_nanos() / every.as_nanos()) as u32;
+        let arrivals: Vec<Instant> = (0..n).map(|i| t0 + every * i).collect();
         let mut cuts: Vec<Instant> = Vec::new();
         let mut next = 0;
         while next < arrivals.len() {
@@ -172,13 +172,29 @@ mod tests {
                 last_cut: cuts.last().copied(),
                 puts_in_flight: false,
             };
-            let at = due_at(LingerMode::Paced, LINGER, q);
+            let at = due_at(mode, LINGER, q);
             cuts.push(at);
             while next < arrivals.len() && arrivals[next] <= at {
                 next += 1;
             }
         }
-        assert!(cuts.windows(2).all(|w| w[1] - w[0] >= LINGER));
-        assert!(cuts.len() <= 51, "{} objects in 100 ms", cuts.len());
+        cuts.len()
+    }
+
+    #[test]
+    fn when_busy_batches_a_steady_trickle_as_fixed_does_and_sends_a_slow_one_record_by_record() {
+        let run_for = Duration::from_secs(1);
+        for every_micros in [100, 500, 1_000, 1_700] {
+            let every = Duration::from_micros(every_micros);
+            let fixed = objects_for_trickle(LingerMode::Fixed, every, run_for);
+            let when_busy = objects_for_trickle(LingerMode::WhenBusy, every, run_for);
+            // Only the very first record goes alone.
+            assert!(
+                when_busy <= fixed + 1,
+                "{every:?}: {when_busy} > {fixed} + 1"
+            );
+        }
+        let slow = objects_for_trickle(LingerMode::WhenBusy, ms(5), run_for);
+        assert_eq!(slow, 200);
     }
 }

@@ -19,7 +19,7 @@
 //! - The writer (module `writer`) cuts queued records into objects, uploads them concurrently,
 //!   acknowledges them in order and latches the first fence or failure.
 //! - The linger rule (module `linger`, [`LingerMode`]) decides when an object that is not full
-//!   goes out: at once when the WAL is quiet, otherwise after at most `linger`.
+//!   goes out: at once when the WAL is idle, otherwise after at most `linger`.
 //! - Store calls (module `store`) retry transient errors with capped, seeded backoff.
 //!
 //! # Rules
@@ -160,17 +160,20 @@ pub struct ObjectWalOptions {
     /// (less than one record more) when that many wait. Larger objects cost fewer PUTs per GB;
     /// smaller ones acknowledge sooner under light load. Default 4 MiB.
     pub batch_bytes: usize,
-    /// The longest a queued record waits for others to share its object; how long it waits
-    /// depends on `linger_mode`, and a record that finds the WAL quiet goes at once. Longer
-    /// means fewer PUTs for a trickle of appends (about `1 / linger` per second at most with
-    /// [`LingerMode::Paced`]), shorter means less added latency when the WAL is busy. Default
-    /// 2 ms (S3 Express PUTs take single-digit milliseconds).
+    /// The longest a queued record waits for others to share its object; whether it waits
+    /// depends on `linger_mode`. Longer means fewer PUTs for a trickle of appends (at most
+    /// about `1 / linger` per second with [`LingerMode::WhenBusy`] or [`LingerMode::Fixed`]),
+    /// shorter means less added latency when the WAL is busy. Default 2 ms (S3 Express PUTs
+    /// take single-digit milliseconds).
     pub linger: Duration,
-    /// When an object that is not full goes out. Default [`LingerMode::Paced`]: a trickle
-    /// costs no more PUTs than a fixed `linger` did, and a lone append waits only when the
-    /// previous PUT returned in less than `linger`. [`LingerMode::GroupCommit`] never holds a
-    /// record while no PUT is in flight: a lone append costs one PUT of latency even against a
-    /// store faster than `linger`, and a trickle may cost up to one PUT per PUT latency.
+    /// When an object that is not full goes out. Default [`LingerMode::WhenBusy`]: a record
+    /// goes at once when no object started in the `linger` before it, else it waits `linger`;
+    /// a steady trickle costs the PUTs a fixed linger costs, and a lone append waits only when
+    /// the previous object started less than `linger` before it.
+    /// [`LingerMode::GroupCommit`] never holds a record while no PUT is in flight: a lone
+    /// append costs one PUT of latency even against a store faster than `linger`, and a
+    /// trickle may cost up to one PUT per PUT latency. [`LingerMode::Fixed`] holds every such
+    /// object for the whole `linger`: the fewest PUTs, and `linger` added to every lone append.
     pub linger_mode: LingerMode,
     /// Objects uploaded but not yet acknowledged, at most (1 to 64). Throughput is about
     /// `max_in_flight × object size / PUT latency`; a sealer writes this many extra fences.
@@ -190,7 +193,7 @@ impl Default for ObjectWalOptions {
         ObjectWalOptions {
             batch_bytes: 4 << 20,
             linger: Duration::from_millis(2),
-            linger_mode: LingerMode::Paced,
+            linger_mode: LingerMode::WhenBusy,
             max_in_flight: 8,
             max_record_size: 64 << 20,
             replay_parallelism: 16,

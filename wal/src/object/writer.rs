@@ -5,7 +5,7 @@
 //!
 //! One flusher task per WAL waits for work. It cuts an object when `batch_bytes` of frames are
 //! queued, when the linger rule says the queued records are due (module `linger`: at once when
-//! the WAL is quiet, never later than `linger` after the oldest arrived), or when the handle was
+//! the WAL is idle, never later than `linger` after the oldest arrived), or when the handle was
 //! dropped, and only while the window has room (`next_slot < acked + max_in_flight`). While the
 //! window is full, records keep queueing, so objects grow toward `batch_bytes` under load. Each
 //! cut object gets the next slot, its records' positions are fixed, and an upload task is
