@@ -256,31 +256,49 @@ struct Paced {
     max: Duration,
     /// CPU time of the WAL's own threads (sequencer and I/O threads) per append.
     cpu_per_append: Duration,
+    /// Time the WAL's threads were ready to run but waited for a CPU, per append.
+    wait_per_append: Duration,
     /// Times the WAL's threads went to sleep and were woken, per append.
     switches_per_append: f64,
+    /// CPU time of every thread of the process (the WAL's, the appender's, the waiter's, the
+    /// trimmer's) per append.
+    process_cpu_per_append: Duration,
 }
 
-/// CPU time and context switches so far of this process's threads whose name starts with
-/// `block-wal` (the WAL's sequencer and I/O threads), from `/proc`.
-fn wal_threads_usage() -> (Duration, u64) {
-    let mut cpu = Duration::ZERO;
-    let mut switches = 0;
+impl Paced {
+    /// The per-append costs, for printing.
+    fn costs(&self) -> String {
+        format!(
+            "per append: WAL threads {:?} CPU, {:?} waiting for a CPU, {:.2} context switches; \
+             whole process {:?} CPU",
+            self.cpu_per_append,
+            self.wait_per_append,
+            self.switches_per_append,
+            self.process_cpu_per_append
+        )
+    }
+}
+
+/// Scheduler figures so far of this process's threads whose name starts with `prefix` (all
+/// threads when empty), from `/proc`: time on a CPU, time runnable but waiting for one, and
+/// context switches.
+fn threads_usage(prefix: &str) -> (Duration, Duration, u64) {
+    let (mut cpu, mut wait, mut switches) = (Duration::ZERO, Duration::ZERO, 0);
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return (cpu, switches);
+        return (cpu, wait, switches);
     };
     for task in tasks.flatten() {
         let dir = task.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !comm.starts_with("block-wal") {
+        if !comm.starts_with(prefix) {
             continue;
         }
         let sched = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
-        let ns: u64 = sched
+        let mut fields = sched
             .split(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        cpu += Duration::from_nanos(ns);
+            .map(|n| n.trim().parse::<u64>().unwrap_or(0));
+        cpu += Duration::from_nanos(fields.next().unwrap_or(0));
+        wait += Duration::from_nanos(fields.next().unwrap_or(0));
         let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
         switches += status
             .lines()
@@ -288,7 +306,7 @@ fn wal_threads_usage() -> (Duration, u64) {
             .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             .sum::<u64>();
     }
-    (cpu, switches)
+    (cpu, wait, switches)
 }
 
 /// Offers `record`-byte appends at `offered` bytes per second from one thread (open loop);
@@ -301,7 +319,8 @@ fn run_paced(path: &Path, durability: Durability, record: usize, offered: f64) -
 /// [`run_paced`] on an open WAL.
 fn paced_on(wal: BlockWal, record: usize, offered: f64) -> Paced {
     let wal = Arc::new(wal);
-    let (cpu_before, switches_before) = wal_threads_usage();
+    let (cpu_before, wait_before, switches_before) = threads_usage("block-wal");
+    let process_before = threads_usage("").0;
     let stop = Arc::new(AtomicBool::new(false));
     let trim = trimmer(wal.clone(), stop.clone());
     let (tx, rx) = mpsc::channel::<(Instant, objstream_wal::WalFuture<_>)>();
@@ -333,7 +352,8 @@ fn paced_on(wal: BlockWal, record: usize, offered: f64) -> Paced {
     drop(tx);
     let mut lat = waiter.join().unwrap();
     let secs = start.elapsed().as_secs_f64();
-    let (cpu_after, switches_after) = wal_threads_usage();
+    let (cpu_after, wait_after, switches_after) = threads_usage("block-wal");
+    let process_after = threads_usage("").0;
     stop.store(true, Ordering::Relaxed);
     trim.join().unwrap();
     lat.sort();
@@ -344,7 +364,9 @@ fn paced_on(wal: BlockWal, record: usize, offered: f64) -> Paced {
         p99: percentile(&lat, 0.99),
         max: lat.last().copied().unwrap_or_default(),
         cpu_per_append: cpu_after.saturating_sub(cpu_before) / sent_u32,
+        wait_per_append: wait_after.saturating_sub(wait_before) / sent_u32,
         switches_per_append: (switches_after - switches_before) as f64 / sent.max(1) as f64,
+        process_cpu_per_append: process_after.saturating_sub(process_before) / sent_u32,
     }
 }
 
@@ -514,14 +536,13 @@ fn memory_paced_part() {
         let p = paced_on(wal, record, 100e6);
         println!(
             "memory device paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, p50 {:?}, \
-             p99 {:?}, max {:?}; WAL threads: {:?} CPU and {:.2} context switches per append",
+             p99 {:?}, max {:?}; {}",
             record >> 10,
             p.mb_per_s,
             p.p50,
             p.p99,
             p.max,
-            p.cpu_per_append,
-            p.switches_per_append
+            p.costs()
         );
     }
 }
@@ -625,8 +646,7 @@ fn write_parts(path: &Path) {
             println!(
                 "{durability:?} paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, \
                  p50 {:?}, p99 {:?} (target <= 1 ms), max {:?}; raw 4 KiB O_DSYNC just before: \
-                 p50 {:?}, p99 {:?}; WAL threads: {:?} CPU and {:.2} context switches per \
-                 append",
+                 p50 {:?}, p99 {:?}; {}",
                 record >> 10,
                 p.mb_per_s,
                 p.p50,
@@ -634,8 +654,7 @@ fn write_parts(path: &Path) {
                 p.max,
                 percentile(&raw, 0.5),
                 percentile(&raw, 0.99),
-                p.cpu_per_append,
-                p.switches_per_append
+                p.costs()
             );
         }
     }
