@@ -50,7 +50,7 @@ fn ci_runs_exactly_the_readme_test_command() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     assert!(
-        commands.iter().any(|l| *l == "exec scripts/test"),
+        commands.contains(&"exec scripts/test"),
         ".ci/run must exec scripts/test: {commands:?}"
     );
 }
