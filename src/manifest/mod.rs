@@ -4,7 +4,8 @@
 //!
 //! - [`Change`] ([`change`]): one request to the manifest — start or fence a node, create, open,
 //!   close, trim or delete a stream, allocate object ids, commit an upload's objects, replace
-//!   objects after compaction.
+//!   objects after compaction, record orphaned ids as collected before garbage collection
+//!   deletes them, raise a WAL's floor.
 //! - [`ManifestState`] ([`state`]): nodes, streams and objects as of a sequence number, with
 //!   the queries the rest of the store needs ([`ManifestState::stream`],
 //!   [`ManifestState::objects_covering`], [`ManifestState::streams_owned_by`]).
@@ -17,6 +18,8 @@
 //!   controller, or a consensus database can serve larger clusters.
 //! - [`ObjectStoreMetaStore`]: the `MetaStore` that keeps the log on an object store using
 //!   only create-if-absent (S3, S3 Express, GCS, Azure, `LocalFileSystem`, `InMemory`).
+//! - [`prune`]: removing the records a checkpoint covers, and the freshness rule that keeps a
+//!   writer that stayed behind from recreating a removed number.
 //!
 //! # Flow
 //!
