@@ -47,6 +47,9 @@ pub const UPLOAD_DURATION: &str = "objstream_upload_duration_seconds";
 pub const COMMIT_DURATION: &str = "objstream_commit_duration_seconds";
 /// Upload commits retried after a transient manifest error.
 pub const COMMIT_RETRIES: &str = "objstream_commit_retries_total";
+/// Uploads sent again under fresh ids because the garbage collector collected their ids while
+/// their commit was held up.
+pub const REUPLOADS: &str = "objstream_upload_reuploads_total";
 /// Bytes acknowledged but not yet committed to objects (what a crash would replay).
 pub const UPLOAD_PENDING_BYTES: &str = "objstream_upload_pending_bytes";
 /// Uploads in flight (sealed, not yet committed).
@@ -167,6 +170,11 @@ pub fn describe() {
         COMMIT_RETRIES,
         Unit::Count,
         "Upload commits retried after a transient manifest error"
+    );
+    describe_counter!(
+        REUPLOADS,
+        Unit::Count,
+        "Uploads sent again under fresh ids because the garbage collector collected their ids while their commit was held up"
     );
     describe_gauge!(
         UPLOAD_PENDING_BYTES,
@@ -401,6 +409,7 @@ pub(crate) struct StoreMetrics {
     pub upload_duration: Histogram,
     pub commit_duration: Histogram,
     pub commit_retries: Counter,
+    pub reuploads: Counter,
     pub pending_bytes: Gauge,
     pub uploads_in_flight: Gauge,
     pub stream_set_objects: Counter,
@@ -428,6 +437,7 @@ impl StoreMetrics {
             upload_duration: histogram!(UPLOAD_DURATION),
             commit_duration: histogram!(COMMIT_DURATION),
             commit_retries: counter!(COMMIT_RETRIES),
+            reuploads: counter!(REUPLOADS),
             pending_bytes: gauge!(UPLOAD_PENDING_BYTES),
             uploads_in_flight: gauge!(UPLOADS_IN_FLIGHT),
             stream_set_objects: counter!(OBJECTS_UPLOADED, LABEL_KIND => "stream_set"),

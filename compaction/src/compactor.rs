@@ -481,6 +481,14 @@ impl Compactor {
         inner.metrics.awaiting_grace.set(gc.awaiting_grace as f64);
         let mut doomed = doomed;
         self.collect(pass, &mut doomed, &mut gc).await?;
+        inner
+            .metrics
+            .objects_collected
+            .increment(gc.collected as u64);
+        inner
+            .metrics
+            .committed_meanwhile
+            .increment(gc.committed_meanwhile as u64);
         if !doomed.paths.is_empty() {
             self.fail_at(Step::BeforeDelete)?;
             gc.deleted = delete_objects(&inner.access, &doomed.paths).await?;

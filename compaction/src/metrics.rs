@@ -47,6 +47,10 @@ pub const OBJECTS_WRITTEN: &str = "objstream_compaction_objects_written_total";
 pub const OBJECTS_DELETED: &str = "objstream_compaction_objects_deleted_total";
 /// Bytes of the objects garbage collection deleted.
 pub const DELETED_BYTES: &str = "objstream_compaction_deleted_bytes_total";
+/// Orphans (allocated, never committed) recorded as collected in the manifest before deletion.
+pub const OBJECTS_COLLECTED: &str = "objstream_compaction_objects_collected_total";
+/// Orphans about to be collected that an upload committed first, and which were kept.
+pub const COMMITTED_MEANWHILE: &str = "objstream_compaction_committed_meanwhile_total";
 /// Unreferenced objects the last collection left because their grace period has not passed.
 pub const OBJECTS_AWAITING_GRACE: &str = "objstream_compaction_objects_awaiting_grace";
 /// Streams trimmed by retention.
@@ -102,6 +106,16 @@ pub fn describe() {
         Unit::Bytes,
         "Bytes of the objects garbage collection deleted"
     );
+    describe_counter!(
+        OBJECTS_COLLECTED,
+        Unit::Count,
+        "Orphaned objects recorded as collected in the manifest before their deletion"
+    );
+    describe_counter!(
+        COMMITTED_MEANWHILE,
+        Unit::Count,
+        "Orphans about to be collected that an upload committed first, and which were kept"
+    );
     describe_gauge!(
         OBJECTS_AWAITING_GRACE,
         Unit::Count,
@@ -128,6 +142,8 @@ pub(crate) struct CompactorMetrics {
     pub objects_written: Counter,
     pub objects_deleted: Counter,
     pub deleted_bytes: Counter,
+    pub objects_collected: Counter,
+    pub committed_meanwhile: Counter,
     pub awaiting_grace: Gauge,
     pub streams_trimmed: Counter,
     throttled: Counter,
@@ -150,6 +166,8 @@ impl CompactorMetrics {
             objects_written: counter!(OBJECTS_WRITTEN),
             objects_deleted: counter!(OBJECTS_DELETED),
             deleted_bytes: counter!(DELETED_BYTES),
+            objects_collected: counter!(OBJECTS_COLLECTED),
+            committed_meanwhile: counter!(COMMITTED_MEANWHILE),
             awaiting_grace: gauge!(OBJECTS_AWAITING_GRACE),
             streams_trimmed: counter!(STREAMS_TRIMMED),
             throttled: counter!(THROTTLED),
@@ -200,8 +218,8 @@ mod tests {
             CompactorMetrics::new();
         });
         let snapshot = snapshotter.snapshot().into_vec();
-        // Four outcomes of one counter, and ten more series.
-        assert_eq!(snapshot.len(), 14);
+        // Four outcomes of one counter, and twelve more series.
+        assert_eq!(snapshot.len(), 16);
         for (key, unit, description, _) in snapshot {
             let name = key.key().name();
             assert!(name.starts_with("objstream_compaction_"), "{name}");

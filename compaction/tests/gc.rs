@@ -7,10 +7,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{small_settings, try_read_stream, Cluster, WRITER};
+use common::{small_settings, try_read_stream, Cluster};
 use object_store::{ObjectStoreExt, PutPayload};
 use objstream::keys::object_path;
-use objstream::manifest::{Change, MetaStore, Outcome};
 use objstream::{ObjectId, StreamId};
 use objstream_compaction::Clock;
 use rand::rngs::SmallRng;
@@ -58,28 +57,6 @@ async fn replaced_objects_stay_readable_through_the_grace_and_are_deleted_after_
     cluster.check_contents(&now).await;
 }
 
-/// Writes an object under an allocated id and never commits it, as a crashed upload would.
-async fn orphan(cluster: &Cluster) -> ObjectId {
-    let change = Change::AllocateObjectIds {
-        node: WRITER,
-        node_epoch: cluster.node_epoch,
-        count: 1,
-    };
-    let Outcome::ObjectIds(ids) = cluster.meta.commit(change).await.unwrap().outcome else {
-        panic!("no ids");
-    };
-    let id = ObjectId(ids.start);
-    cluster
-        .objects
-        .put(
-            &object_path(&cluster.prefix, id),
-            PutPayload::from_static(b"half an upload"),
-        )
-        .await
-        .unwrap();
-    id
-}
-
 #[tokio::test]
 async fn an_upload_that_was_never_committed_is_deleted_after_the_grace_and_foreign_keys_are_not() {
     let mut cluster = Cluster::new().await;
@@ -87,7 +64,7 @@ async fn an_upload_that_was_never_committed_is_deleted_after_the_grace_and_forei
     cluster.append(s, 2, 100);
     cluster.upload().await;
     let compactor = cluster.compactor(1_000, small_settings()).await;
-    let lost = orphan(&cluster).await;
+    let lost = cluster.orphan().await;
     // An id the manifest never allocated is not this cluster's to judge.
     let foreign = ObjectId(1 << 40);
     cluster

@@ -133,6 +133,7 @@ struct Totals {
     written: u64,
     deleted: u64,
     deleted_bytes: u64,
+    collected: u64,
 }
 
 impl Totals {
@@ -146,6 +147,7 @@ impl Totals {
         self.written += r.bytes_written;
         self.deleted += r.gc.deleted as u64;
         self.deleted_bytes += r.gc.deleted_bytes;
+        self.collected += r.gc.collected as u64;
     }
 }
 
@@ -179,6 +181,7 @@ fn passes_report_trims_replacements_garbage_and_throttling() {
             settings.bandwidth_bytes_per_sec = 16 << 10;
             let grace = settings.grace_period_ms;
             let compactor = cluster.compactor(1_000, settings).await;
+            cluster.orphan().await; // a crashed upload: collected, then deleted
 
             let first = compactor.run_pass().await.unwrap();
             totals.add(&first);
@@ -207,6 +210,8 @@ fn passes_report_trims_replacements_garbage_and_throttling() {
     assert_eq!(seen.counter(m::OBJECTS_DELETED), totals.deleted);
     assert!(totals.deleted_bytes > 0);
     assert_eq!(seen.counter(m::DELETED_BYTES), totals.deleted_bytes);
+    assert!(totals.collected >= 1);
+    assert_eq!(seen.counter(m::OBJECTS_COLLECTED), totals.collected);
     // Replaced objects wait for their grace after the first pass; the gauge says how many.
     assert!(awaiting_after_first_pass > 0);
     assert_eq!(

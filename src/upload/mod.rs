@@ -360,6 +360,7 @@ async fn commit_uploaded(
                     error = %e,
                     "the collector took this upload's ids while its commit was held up; uploading it again"
                 );
+                store.metrics.reuploads.increment(1);
                 reupload(store, ids, &mut uploaded).await?;
             }
             Err(e) => return Err(e),

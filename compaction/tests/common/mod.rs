@@ -425,6 +425,27 @@ impl Cluster {
         }
     }
 
+    /// Writes an object under an allocated id and never commits it, as a crashed upload would.
+    pub async fn orphan(&self) -> ObjectId {
+        let change = Change::AllocateObjectIds {
+            node: WRITER,
+            node_epoch: self.node_epoch,
+            count: 1,
+        };
+        let Outcome::ObjectIds(ids) = self.meta.commit(change).await.unwrap().outcome else {
+            panic!("no ids");
+        };
+        let id = ObjectId(ids.start);
+        self.objects
+            .put(
+                &object_path(&self.prefix, id),
+                PutPayload::from_static(b"half an upload"),
+            )
+            .await
+            .unwrap();
+        id
+    }
+
     /// The data objects in the store, by id.
     pub async fn listed(&self) -> Vec<ObjectId> {
         use futures::TryStreamExt;
