@@ -106,6 +106,11 @@ pub const READ_AHEAD_WASTE_RATIO: &str = "objstream_read_ahead_waste_ratio";
 /// Time catch-up reads and read-ahead waited for the bandwidth limiter, in milliseconds.
 pub const READ_THROTTLED: &str = "objstream_read_throttled_milliseconds_total";
 
+pub use crate::read::metrics::{
+    GET_DURATION as READ_GET_DURATION, LABEL_WHAT, LIMITER_WAITERS as READ_LIMITER_WAITERS,
+    READ_AHEAD_WINDOW,
+};
+
 /// Label: the WAL backend, `file`, `block`, `object`, or `custom` (a WAL the embedder passed).
 pub const LABEL_WAL: &str = "wal";
 /// Label: an object's kind (`stream_set`, `stream`) or a recovery's (`restart`, `takeover`).
@@ -131,6 +136,7 @@ pub const LABEL_USE: &str = "use";
 /// again is harmless.
 pub fn describe() {
     objstream_wal::metrics::describe();
+    crate::read::metrics::describe();
     describe_histogram!(
         APPEND_DURATION,
         Unit::Seconds,

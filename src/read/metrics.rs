@@ -24,15 +24,15 @@ use ::metrics::{describe_gauge, describe_histogram, gauge, histogram, Gauge, His
 
 /// Latency of one GET the read path sent, to its whole body, retries included. Label
 /// [`LABEL_WHAT`].
-pub(crate) const GET_DURATION: &str = "objstream_read_get_duration_seconds";
+pub const GET_DURATION: &str = "objstream_read_get_duration_seconds";
 /// The read-ahead windows of every sequential reader the store tracks, summed, in bytes.
-pub(crate) const READ_AHEAD_WINDOW: &str = "objstream_read_ahead_window_bytes";
+pub const READ_AHEAD_WINDOW: &str = "objstream_read_ahead_window_bytes";
 /// Reads (catch-up and read-ahead) waiting for bandwidth-limiter tokens right now.
-pub(crate) const LIMITER_WAITERS: &str = "objstream_read_limiter_waiters";
+pub const LIMITER_WAITERS: &str = "objstream_read_limiter_waiters";
 
 /// Label: what a GET read, `index` (an object's tail: footer and index), `block` (a range of
 /// data blocks) or `object` (a whole object, or half of one, read by read-ahead).
-pub(crate) const LABEL_WHAT: &str = "what";
+pub const LABEL_WHAT: &str = "what";
 
 /// What a GET of the read path reads: the value of [`LABEL_WHAT`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
