@@ -188,9 +188,10 @@ fn recover_in<'scope, 'env>(
     let mut dirty_end = q.min(limit);
     while q < end {
         let view = reader.view(q, frame::HEADER_LEN as u64)?;
+        // Bytes not seen count as not zero, so they are zeroed.
         if view
             .get(..frame::ALIGN)
-            .is_some_and(|w| w.iter().any(|&b| b != 0))
+            .is_none_or(|w| w.iter().any(|&b| b != 0))
         {
             dirty_end = q + frame::ALIGN as u64;
         }
