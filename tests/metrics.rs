@@ -247,6 +247,41 @@ fn appends_uploads_commits_and_fetches_move_their_metrics() {
 }
 
 #[test]
+fn a_store_on_a_block_wal_reports_the_wals_series_to_its_recorder() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = WalSettings::block(dir.path().join("wal.ring"), Some(16 << 20));
+    let seen = with_recorder(|| async move {
+        let objects: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store = Store::open(settings(1, wal), Components::new(objects, "metrics"))
+            .await
+            .unwrap();
+        let stream = store.create_stream().await.unwrap();
+        let appends: Vec<_> = (0..20).map(|n| stream.append(batch(n))).collect();
+        for a in appends {
+            a.await.unwrap();
+        }
+        store.shutdown().await.unwrap();
+    });
+    assert_eq!(seen.samples(m::APPEND_DURATION, &[("wal", "block")]), 20);
+    // The ring was opened on a blocking thread; its handles were registered on the caller's.
+    let block = [(wal_metrics::LABEL_WAL, "block")];
+    assert!(seen.sum(wal_metrics::WRITE_RECORDS, &block) >= 20.0);
+    let writes = seen.samples(wal_metrics::WRITE_BYTES, &block);
+    assert!(writes >= 1);
+    assert_eq!(seen.samples(wal_metrics::SYNC_DURATION, &block), writes);
+    assert_eq!(seen.samples(wal_metrics::REPLAY_DURATION, &block), 1);
+    let capacity = seen.gauge(wal_metrics::CAPACITY_BYTES, &block);
+    assert!(capacity.is_some_and(|c| c > 0.0), "{capacity:?}");
+    assert_eq!(
+        seen.samples(
+            wal_metrics::WRITE_BYTES,
+            &[(wal_metrics::LABEL_WAL, "file")]
+        ),
+        0
+    );
+}
+
+#[test]
 fn throttled_and_conflicting_requests_are_counted_by_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let wal = WalSettings::file(dir.path().join("wal"));

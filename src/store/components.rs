@@ -192,7 +192,10 @@ pub(crate) async fn open_wal(
     let settings = settings.clone();
     let (node, node_epoch) = (target.owner, target.epoch);
     // Registered here, not on the blocking thread: the caller's recorder may be thread-local.
-    let file_metrics = FileWal::new_metrics();
+    let metrics = match &settings {
+        WalSettings::Block { .. } => BlockWal::new_metrics(),
+        _ => FileWal::new_metrics(),
+    };
     let wal = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Wal>> {
         Ok(match settings {
             WalSettings::File { dir, segment_bytes } => Arc::new(FileWal::open_with_metrics(
@@ -201,9 +204,9 @@ pub(crate) async fn open_wal(
                     segment_bytes,
                     max_record_bytes,
                 },
-                file_metrics,
+                metrics,
             )?),
-            WalSettings::Block { path, create_bytes } => Arc::new(BlockWal::open(
+            WalSettings::Block { path, create_bytes } => Arc::new(BlockWal::open_with_metrics(
                 path,
                 node.0,
                 node_epoch.0,
@@ -212,6 +215,7 @@ pub(crate) async fn open_wal(
                     max_record_bytes,
                     ..BlockWalOptions::default()
                 },
+                metrics,
             )?),
             WalSettings::Object { .. } => unreachable!("opened above"),
         })

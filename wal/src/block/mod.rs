@@ -267,6 +267,19 @@ impl BlockWal {
         node_epoch: u64,
         options: BlockWalOptions,
     ) -> WalResult<BlockWal> {
+        let metrics = BlockWal::new_metrics();
+        BlockWal::open_with_metrics(path, node_id, node_epoch, options, metrics)
+    }
+
+    /// [`BlockWal::open`] reporting through `metrics` (see [`BlockWal::new_metrics`]): for a
+    /// caller that opens the WAL on another thread than the one whose recorder should see it.
+    pub fn open_with_metrics(
+        path: impl AsRef<Path>,
+        node_id: u64,
+        node_epoch: u64,
+        options: BlockWalOptions,
+        metrics: WalMetrics,
+    ) -> WalResult<BlockWal> {
         let path = path.as_ref();
         let create = options
             .create_bytes
@@ -274,7 +287,7 @@ impl BlockWal {
         let dev = DirectFile::open(path, create, options.durability == Durability::Dsync).map_err(
             |e: io::Error| WalError::failed(format!("opening {} with O_DIRECT", path.display()), e),
         )?;
-        BlockWal::open_device(Arc::new(dev), node_id, node_epoch, options)
+        BlockWal::open_device_with_metrics(Arc::new(dev), node_id, node_epoch, options, metrics)
     }
 
     /// Opens the WAL on `dev` as node `node_id` at `node_epoch`: reads the header, refuses with
