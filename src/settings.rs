@@ -56,9 +56,19 @@ pub enum WalSettings {
         /// at saturation; under light load objects close on `linger_micros` and stay small.
         #[serde(default = "default_wal_object_bytes")]
         batch_bytes: usize,
-        /// Close a WAL object at most this long after its first record, in microseconds.
-        /// Default 2000 (2 ms). Adds up to this much to append latency; shorter means more PUTs
-        /// under light load. Nothing is written while idle.
+        /// The longest a record waits for others to share its WAL object, in microseconds.
+        /// Default 2000 (2 ms). A record goes at once when no WAL object started in the linger
+        /// before it arrived (the WAL is idle); otherwise it waits this long for company.
+        /// Trade-off: a steady trickle of appends faster than 1 / linger always finds the WAL
+        /// busy and costs at most 1 / linger PUTs per second (500 at the default), as a fixed
+        /// linger did; a slower trickle costs one PUT per append whatever the linger. A lone
+        /// append waits only when the previous object started less than a linger before it,
+        /// so on a store whose PUTs take longer than the linger an appender that awaits each
+        /// append never waits. Longer means fewer PUTs for fast trickles and more latency
+        /// there; shorter the reverse. Objects at saturation close on `batch_bytes`, never on
+        /// the linger. Nothing is written while idle. (`objstream_wal::ObjectWalOptions`
+        /// also offers group commit, a lone append never waiting at up to one PUT per PUT
+        /// latency, and the fixed linger added to every append.)
         #[serde(default = "default_wal_linger_micros")]
         linger_micros: u64,
         /// WAL objects uploading at once. Default 8, at most 64. Throughput is about
