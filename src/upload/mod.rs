@@ -82,8 +82,10 @@ pub(crate) async fn run(
     else {
         return;
     };
-    let mut ticker =
-        tokio::time::interval(Duration::from_millis(settings.upload_interval_ms.max(1)));
+    // The first tick one interval after the start, not at once: an append right after open
+    // is not a reason to upload.
+    let period = Duration::from_millis(settings.upload_interval_ms.max(1));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut in_flight: FuturesOrdered<JoinHandle<Result<Uploaded>>> = FuturesOrdered::new();
     let mut flushes: Vec<(u64, oneshot::Sender<Result<()>>)> = Vec::new();
