@@ -11,6 +11,8 @@
 //! 3. paced trickles: 1 KiB appends at 200, 600 and 2000 per second from a thread that keeps
 //!    the pace, each awaited on its own: PUTs per second (what a trickle costs, also as a ratio
 //!    to the fixed linger's in the same round) and append latency;
+//!    The same lone appender and the 2000 per second trickle again with 4 ms added to every
+//!    store call, a store slower than the linger as S3 Express is;
 //! 4. idle PUTs per second (target 0: nothing is written while nothing is appended);
 //! 5. saturation: 256 appenders of 64 KiB records, 4 in flight each, as fast as acknowledgements
 //!    allow, for throughput, latency, the WAL object size distribution (target median >=
@@ -445,6 +447,50 @@ fn bench(c: &mut Criterion) {
                 figures[m][3].show(2),
             ));
         }
+    }
+
+    // 3b. A store slower than the linger, as S3 Express is: every store call waits 4 ms more.
+    let added = Duration::from_millis(4);
+    let slow_samples = samples / 3;
+    let mut slow: Vec<[Rounds; 5]> = MODES.iter().map(|_| Default::default()).collect();
+    for c in &counted {
+        c.set_latency(added);
+    }
+    for _ in 0..rounds() {
+        for (m, (_, mode)) in MODES.iter().enumerate() {
+            let wal_prefix = prefix.clone().join(format!("wal-slow-{m}").as_str());
+            let wal = Arc::new(rt.block_on(open_wal(
+                dyn_store(m),
+                wal_prefix,
+                next_epoch(),
+                options(*mode),
+            )));
+            let lat = rt.block_on(awaited_latencies(&wal, slow_samples));
+            slow[m][0].push(ms(percentile(&lat, 0.5)));
+            slow[m][1].push(ms(percentile(&lat, 0.99)));
+            counted[m].reset_calls();
+            let lat = trickle(&rt, wal.clone(), 2000, trickle_for);
+            slow[m][2].push(counted[m].count(OpKind::Put) as f64 / trickle_for.as_secs_f64());
+            slow[m][3].push(ms(percentile(&lat, 0.5)));
+            slow[m][4].push(ms(percentile(&lat, 0.99)));
+        }
+    }
+    for c in &counted {
+        c.clear_faults();
+    }
+    summary.push(format!(
+        "store calls slowed by {} ms (PUTs slower than the linger, as on S3 Express):",
+        ms(added)
+    ));
+    for (m, (name, _)) in MODES.iter().enumerate() {
+        summary.push(format!(
+            "  {name}: 1 appender awaiting each 1 KiB append p50 {} ms, p99 {} ms; trickle of 2000 per second {} PUTs per second, latency p50 {} ms, p99 {} ms",
+            slow[m][0].show(2),
+            slow[m][1].show(2),
+            slow[m][2].show(0),
+            slow[m][3].show(2),
+            slow[m][4].show(2),
+        ));
     }
 
     // 4. Idle: every mode's WAL open after an append, nothing appended for a while.
