@@ -23,7 +23,7 @@ pub use config::{ObjectStoreOptions, StoreLocation};
 pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub use metered_store::MeteredObjectStore;
 pub use read::{DecodedBlock, ReadStats, SharedBlockCache};
-pub use settings::{Compression, Settings, WalSettings};
+pub use settings::{Compression, Settings, WalLinger, WalSettings};
 pub use store::{AppendFuture, AppendResult, Components, NodeRecovery, Store, Stream};
 pub use types::{Epoch, NodeId, ObjectId, Offset, RecordBatch, StoredBatch, StreamId};
 

@@ -71,12 +71,33 @@ pub enum WalSettings {
         /// latency, and the fixed linger added to every append.)
         #[serde(default = "default_wal_linger_micros")]
         linger_micros: u64,
+        /// When a record waits for `linger_micros`. Default `when_busy`: only when a WAL object
+        /// started within the linger before it (the request cost of a fixed linger, a lone
+        /// append never delayed on an idle WAL). `group_commit`: only while PUTs are in flight
+        /// (an awaited lone append costs one PUT latency, at up to one PUT per PUT latency for
+        /// a trickle: 2-3x the PUTs of `when_busy` on a fast store). `fixed`: always.
+        #[serde(default)]
+        linger_mode: WalLinger,
         /// WAL objects uploading at once. Default 8, at most 64. Throughput is about
         /// `max_in_flight * batch_bytes / PUT latency`. Every node should use the same value: a
         /// node taking over seals this many slots past the failed writer.
         #[serde(default = "default_wal_in_flight")]
         max_in_flight: usize,
     },
+}
+
+/// When an object WAL's record waits for company: see `WalSettings::Object::linger_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WalLinger {
+    /// Wait only when a WAL object started within the linger before the record arrived.
+    #[default]
+    WhenBusy,
+    /// Wait only while WAL objects are being written.
+    GroupCommit,
+    /// Always wait the whole linger.
+    Fixed,
 }
 
 fn default_wal_object_bytes() -> usize {
@@ -111,8 +132,8 @@ impl WalSettings {
     /// use objstream::WalSettings;
     /// // WAL objects in a separate low-latency bucket, batched by 1 MiB or 1 ms:
     /// let wal = match WalSettings::object(Some("s3://wal-bucket--usw2-az1--x-s3/node-1".into())) {
-    ///     WalSettings::Object { url, max_in_flight, .. } => WalSettings::Object {
-    ///         url, batch_bytes: 1 << 20, linger_micros: 1_000, max_in_flight,
+    ///     WalSettings::Object { url, max_in_flight, linger_mode, .. } => WalSettings::Object {
+    ///         url, batch_bytes: 1 << 20, linger_micros: 1_000, linger_mode, max_in_flight,
     ///     },
     ///     other => other,
     /// };
@@ -124,6 +145,7 @@ impl WalSettings {
             url,
             batch_bytes: default_wal_object_bytes(),
             linger_micros: default_wal_linger_micros(),
+            linger_mode: WalLinger::default(),
             max_in_flight: default_wal_in_flight(),
         }
     }
@@ -265,6 +287,8 @@ impl Settings {
     ///   buffers;
     /// - the index cache (`index_cache_bytes`);
     /// - read-ahead in flight (`read_ahead_bytes`, at most a quarter of the memory tier);
+    /// - idle receive buffers kept for reuse by catch-up reads: at most as much again as the
+    ///   read-ahead cap, freed a second after they were last used;
     /// - one merged range read per fetch in progress (not counted: it scales with readers).
     ///
     /// The process stays under this plus [`MEMORY_OVERHEAD_BYTES`] (and what readers keep of
@@ -284,7 +308,7 @@ impl Settings {
             + self.block_cache_bytes
             + disk_buffers
             + self.index_cache_bytes
-            + crate::read::read_ahead_cap(self)
+            + 2 * crate::read::read_ahead_cap(self)
     }
 
     /// Checks that the settings make sense together; `Store::open` calls it and refuses to start
@@ -333,6 +357,7 @@ impl Settings {
                 batch_bytes,
                 linger_micros,
                 max_in_flight,
+                ..
             } => {
                 if *batch_bytes == 0 {
                     return fail("the object WAL's batch_bytes must be at least 1".into());
@@ -459,6 +484,7 @@ mod tests {
                     url: None,
                     batch_bytes: 4 << 20,
                     linger_micros: 2000,
+                    linger_mode: WalLinger::WhenBusy,
                     max_in_flight: 65,
                 },
                 ..Settings::default()
@@ -468,6 +494,7 @@ mod tests {
                     url: None,
                     batch_bytes: 0,
                     linger_micros: 2000,
+                    linger_mode: WalLinger::WhenBusy,
                     max_in_flight: 8,
                 },
                 ..Settings::default()
@@ -477,6 +504,7 @@ mod tests {
                     url: Some(" ".into()),
                     batch_bytes: 1 << 20,
                     linger_micros: 2000,
+                    linger_mode: WalLinger::WhenBusy,
                     max_in_flight: 8,
                 },
                 ..Settings::default()
@@ -500,11 +528,11 @@ mod tests {
     #[test]
     fn the_memory_bound_adds_up_every_cache_and_the_uploads() {
         let s = Settings::default();
-        let expected = 2 * (256 << 20) + (64 << 20) + (16 << 20) + (16 << 20);
+        let expected = 2 * (256 << 20) + (64 << 20) + (16 << 20) + 2 * (16 << 20);
         assert_eq!(
             s.memory_bound_bytes(),
             expected,
-            "read-ahead capped at a quarter of 64 MiB"
+            "read-ahead capped at a quarter of 64 MiB, and as much again of idle receive buffers"
         );
         let with_disk = Settings {
             block_cache_disk_dir: Some("cache".into()),

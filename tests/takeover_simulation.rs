@@ -142,6 +142,7 @@ fn settings(node: NodeId) -> Settings {
             url: None,
             batch_bytes: 8 << 10,
             linger_micros: 500,
+            linger_mode: objstream::WalLinger::WhenBusy,
             max_in_flight: 4,
         },
         upload_threshold_bytes: 32 << 10,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::ObjectStore;
+use objstream_wal::object::LingerMode;
 use objstream_wal::{
     BlockWal, BlockWalOptions, FileWal, FileWalOptions, ObjectWal, ObjectWalIdentity,
     ObjectWalOptions, Wal, WalPosition,
@@ -153,6 +154,7 @@ pub(crate) async fn open_wal(
         url,
         batch_bytes,
         linger_micros,
+        linger_mode,
         max_in_flight,
     } = settings
     {
@@ -169,6 +171,11 @@ pub(crate) async fn open_wal(
             linger: std::time::Duration::from_micros(*linger_micros),
             max_in_flight: *max_in_flight,
             max_record_size: max_record_bytes,
+            linger_mode: match linger_mode {
+                crate::settings::WalLinger::WhenBusy => LingerMode::WhenBusy,
+                crate::settings::WalLinger::GroupCommit => LingerMode::GroupCommit,
+                crate::settings::WalLinger::Fixed => LingerMode::Fixed,
+            },
             ..ObjectWalOptions::default()
         };
         let identity = ObjectWalIdentity {
