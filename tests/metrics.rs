@@ -134,6 +134,21 @@ fn batch(n: u64) -> RecordBatch {
     RecordBatch::new(1 + (n % 3) as u32, n as i64, payload)
 }
 
+/// Node 1 on an in-memory store with `wal`, and a stream holding `batch(0..20)`, all in flight
+/// at once and acknowledged.
+async fn open_and_append_twenty(wal: WalSettings) -> (Store, objstream::Stream) {
+    let objects: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let store = Store::open(settings(1, wal), Components::new(objects, "metrics"))
+        .await
+        .unwrap();
+    let stream = store.create_stream().await.unwrap();
+    let appends: Vec<_> = (0..20).map(|n| stream.append(batch(n))).collect();
+    for a in appends {
+        a.await.unwrap();
+    }
+    (store, stream)
+}
+
 #[test]
 fn appends_uploads_commits_and_fetches_move_their_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,15 +159,7 @@ fn appends_uploads_commits_and_fetches_move_their_metrics() {
         bytes += batch(n).payload.len() as u64;
     }
     let seen = with_recorder(|| async move {
-        let objects: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let store = Store::open(settings(1, wal), Components::new(objects, "metrics"))
-            .await
-            .unwrap();
-        let stream = store.create_stream().await.unwrap();
-        let appends: Vec<_> = (0..20).map(|n| stream.append(batch(n))).collect();
-        for a in appends {
-            a.await.unwrap();
-        }
+        let (store, stream) = open_and_append_twenty(wal).await;
         store.flush().await.unwrap();
         let got = stream
             .fetch(Offset(0), Offset(records), 1 << 20)
@@ -251,15 +258,7 @@ fn a_store_on_a_block_wal_reports_the_wals_series_to_its_recorder() {
     let dir = tempfile::tempdir().unwrap();
     let wal = WalSettings::block(dir.path().join("wal.ring"), Some(16 << 20));
     let seen = with_recorder(|| async move {
-        let objects: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let store = Store::open(settings(1, wal), Components::new(objects, "metrics"))
-            .await
-            .unwrap();
-        let stream = store.create_stream().await.unwrap();
-        let appends: Vec<_> = (0..20).map(|n| stream.append(batch(n))).collect();
-        for a in appends {
-            a.await.unwrap();
-        }
+        let (store, _stream) = open_and_append_twenty(wal).await;
         store.shutdown().await.unwrap();
     });
     assert_eq!(seen.samples(m::APPEND_DURATION, &[("wal", "block")]), 20);
