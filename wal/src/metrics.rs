@@ -120,9 +120,9 @@ pub fn describe() {
 /// metrics::with_local_recorder(&recorder, || {
 ///     let m = WalMetrics::new("block");
 ///     m.capacity(1 << 30);
-///     m.in_flight(1);
+///     m.write_started();
 ///     m.record_write(64 << 10, 12, Duration::from_micros(450));
-///     m.in_flight(0);
+///     m.write_finished();
 ///     m.used(64 << 10);
 /// });
 /// let snapshot = snapshotter.snapshot().into_vec();
@@ -181,14 +181,6 @@ impl WalMetrics {
         self.write_bytes.record(bytes as f64);
         self.write_records.record(records as f64);
         self.sync_duration.record(duration);
-    }
-
-    /// Sets the number of writes, fsyncs or PUTs issued and not yet complete. For a backend
-    /// that counts them under a lock of its own; one that issues them from several threads
-    /// without one uses [`WalMetrics::write_started`] and [`WalMetrics::write_finished`], whose
-    /// updates cannot overtake each other.
-    pub fn in_flight(&self, n: usize) {
-        self.in_flight.set(n as f64);
     }
 
     /// Counts one write, fsync or PUT issued (the in-flight gauge rises by one).
@@ -260,7 +252,7 @@ mod tests {
         ::metrics::with_local_recorder(&recorder, || {
             let m = WalMetrics::new("file");
             m.record_write(1, 1, Duration::from_millis(1));
-            m.in_flight(1);
+            m.write_started();
             m.used(1);
             m.capacity(1);
             m.full_wait();
@@ -310,7 +302,7 @@ mod tests {
             let m = WalMetrics::with_gauges("object", false, false);
             m.used(10);
             m.capacity(10);
-            m.in_flight(1);
+            m.write_started();
         });
         let names: Vec<String> = snapshotter
             .snapshot()
@@ -332,7 +324,8 @@ mod tests {
             let clone = m.clone();
             m.record_write(4096, 3, Duration::from_millis(2));
             clone.record_write(100, 1, Duration::from_millis(4));
-            m.in_flight(2);
+            m.write_started();
+            m.write_started();
             m.used(5000);
             m.capacity(1 << 20);
             m.full_wait();
