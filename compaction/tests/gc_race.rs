@@ -10,6 +10,8 @@
 //! The other order is tested too: the commit lands between the collector's pick and its
 //! collection, the collection is refused, and the objects stay.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -21,7 +23,6 @@ use objstream::manifest::{ManifestState, MetaStore, ObjectStoreMetaStore, Writer
 use objstream::testing::{CallFilter, FaultyObjectStore, Gate, OpKind};
 use objstream::{
     Components, NodeId, ObjectId, Offset, RecordBatch, Settings, Store, StoredBatch, Stream,
-    WalSettings,
 };
 use objstream_compaction::{Compactor, CompactorComponents, CompactorSettings, ManualClock};
 use tokio::task::JoinHandle;
@@ -29,19 +30,11 @@ use tokio::task::JoinHandle;
 const PREFIX: &str = "cluster";
 const GRACE_MS: u64 = 10_000;
 
+/// The shared node settings, with a stream object for any stream past 8 KiB in an upload.
 fn node_settings(dir: &std::path::Path, id: u64) -> Settings {
     Settings {
-        node_id: NodeId(id),
-        wal: WalSettings::File {
-            dir: dir.join(format!("wal-{id}")),
-            segment_bytes: 4 << 20,
-        },
-        upload_threshold_bytes: 1 << 20,
-        upload_interval_ms: 60_000,
-        block_bytes: 4 << 10,
         stream_split_bytes: 8 << 10,
-        max_batch_bytes: 1 << 20,
-        ..Settings::default()
+        ..common::node_settings(dir, id)
     }
 }
 

@@ -3,28 +3,14 @@
 //! old objects are deleted reads the same bytes from the new layout. Appends keep going while
 //! the compactor runs.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::node_settings;
 use object_store::ObjectStore;
-use objstream::{
-    Components, NodeId, Offset, RecordBatch, Settings, Store, StoredBatch, Stream, WalSettings,
-};
+use objstream::{Components, NodeId, Offset, RecordBatch, Store, StoredBatch, Stream};
 use objstream_compaction::{Compactor, CompactorComponents, CompactorSettings, ManualClock};
-
-fn node_settings(dir: &std::path::Path, id: u64) -> Settings {
-    Settings {
-        node_id: NodeId(id),
-        wal: WalSettings::File {
-            dir: dir.join(format!("wal-{id}")),
-            segment_bytes: 4 << 20,
-        },
-        upload_threshold_bytes: 1 << 20,
-        upload_interval_ms: 60_000,
-        block_bytes: 4 << 10,
-        max_batch_bytes: 1 << 20,
-        ..Settings::default()
-    }
-}
 
 fn batch(n: u64) -> RecordBatch {
     let mut payload = format!("event {n}: ").into_bytes();

@@ -59,6 +59,23 @@ pub fn commit_objects(node: NodeId, node_epoch: Epoch, objects: &[ObjectMeta]) -
     serde_json::from_value(value).expect("a commit_objects change")
 }
 
+/// Settings of store node `id` whose file WAL lives under `dir`: small blocks, uploads at
+/// 1 MiB or when flushed.
+pub fn node_settings(dir: &std::path::Path, id: u64) -> objstream::Settings {
+    objstream::Settings {
+        node_id: NodeId(id),
+        wal: objstream::WalSettings::File {
+            dir: dir.join(format!("wal-{id}")),
+            segment_bytes: 4 << 20,
+        },
+        upload_threshold_bytes: 1 << 20,
+        upload_interval_ms: 60_000,
+        block_bytes: 4 << 10,
+        max_batch_bytes: 1 << 20,
+        ..objstream::Settings::default()
+    }
+}
+
 /// The payload of batch `n` of `stream`: recognisable, of varying size, compressible.
 pub fn payload(stream: u64, n: u64, len: usize) -> Bytes {
     let mut v = format!("s{stream} b{n} ").into_bytes();
