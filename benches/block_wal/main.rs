@@ -46,6 +46,9 @@ use objstream_wal::block::{
 };
 use objstream_wal::{BlockWal, BlockWalOptions, Wal};
 
+mod stalls;
+use stalls::{Attribution, DiskStats, Sample, StallProbe};
+
 const FILE_BYTES: u64 = 256 << 20;
 
 fn full_run() -> bool {
@@ -55,6 +58,16 @@ fn full_run() -> bool {
 fn part_time() -> Duration {
     if full_run() {
         Duration::from_secs(2)
+    } else {
+        Duration::from_millis(100)
+    }
+}
+
+/// How long each paced run lasts: long enough to meet the pauses a shared disk makes every
+/// few seconds, so that its p99 is not a matter of luck.
+fn paced_time() -> Duration {
+    if full_run() {
+        Duration::from_secs(10)
     } else {
         Duration::from_millis(100)
     }
@@ -145,16 +158,20 @@ fn raw_read_bandwidth(path: &Path) -> f64 {
 }
 
 /// 64 KiB `O_DIRECT | O_DSYNC` writes offered at `offered` bytes per second from one thread
-/// (open loop, latency from when each was due), sorted: the floor for the paced WAL runs.
-fn raw_paced(path: &Path, offered: f64) -> Vec<Duration> {
+/// (open loop, latency from when each was due) for [`paced_time`], with the stall probe
+/// running: the floor for the paced WAL runs. Returns the sorted latencies and the
+/// attribution.
+fn raw_paced(path: &Path, offered: f64) -> (Vec<Duration>, Attribution) {
     let file = direct_dsync(path);
     let buf = AlignedBuf::new(64 << 10);
     let interval = Duration::from_secs_f64(buf.len() as f64 / offered);
+    let disk_before = DiskStats::of(path);
+    let probe = StallProbe::start(path);
     let start = Instant::now();
     let mut due = start;
-    let mut lat = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
     let mut off = 0u64;
-    while due.duration_since(start) < part_time() {
+    while due.duration_since(start) < paced_time() {
         let now = Instant::now();
         if now < due {
             std::thread::sleep((due - now).min(Duration::from_micros(200)));
@@ -163,11 +180,16 @@ fn raw_paced(path: &Path, offered: f64) -> Vec<Duration> {
         file.write_all_at(&buf, 8192 + off % (FILE_BYTES - (1 << 20)))
             .unwrap();
         off += buf.len() as u64;
-        lat.push(due.elapsed());
+        samples.push((due, due.elapsed()));
         due += interval;
     }
+    let attribution = Attribution::of(&samples, &probe.finish());
+    if let Some((before, after)) = disk_before.zip(DiskStats::of(path)) {
+        println!("raw paced: {}", after.since(&before, samples.len()));
+    }
+    let mut lat: Vec<Duration> = samples.into_iter().map(|(_, l)| l).collect();
     lat.sort();
-    lat
+    (lat, attribution)
 }
 
 /// 8 KiB `O_DIRECT` reads of the header slots, sorted: the ownership check's cost.
@@ -263,6 +285,10 @@ struct Paced {
     /// CPU time of every thread of the process (the WAL's, the appender's, the waiter's, the
     /// trimmer's) per append.
     process_cpu_per_append: Duration,
+    /// The device stalls during the run and the p99 without them (runs on a file only).
+    attribution: Option<Attribution>,
+    /// What the device served during the run, per append (runs on a file only).
+    disk: Option<String>,
 }
 
 impl Paced {
@@ -313,31 +339,35 @@ fn threads_usage(prefix: &str) -> (Duration, Duration, u64) {
 /// another thread awaits them in order. Latency runs from when each append was due.
 fn run_paced(path: &Path, durability: Durability, record: usize, offered: f64) -> Paced {
     let wal = BlockWal::open(path, 1, 1, wal_options(durability)).unwrap();
-    paced_on(wal, record, offered)
+    paced_on(wal, Some(path), record, offered)
 }
 
 /// [`run_paced`] on an open WAL.
-fn paced_on(wal: BlockWal, record: usize, offered: f64) -> Paced {
+/// With `probe` (the WAL's file) a stall probe runs beside it.
+fn paced_on(wal: BlockWal, probe: Option<&Path>, record: usize, offered: f64) -> Paced {
     let wal = Arc::new(wal);
+    let disk_before = probe.and_then(DiskStats::of);
+    let file = probe;
+    let probe = probe.map(StallProbe::start);
     let (cpu_before, wait_before, switches_before) = threads_usage("block-wal");
     let process_before = threads_usage("").0;
     let stop = Arc::new(AtomicBool::new(false));
     let trim = trimmer(wal.clone(), stop.clone());
     let (tx, rx) = mpsc::channel::<(Instant, objstream_wal::WalFuture<_>)>();
     let waiter = std::thread::spawn(move || {
-        let mut lat = Vec::new();
+        let mut samples: Vec<Sample> = Vec::new();
         for (due, append) in rx {
             block_on(append).unwrap();
-            lat.push(due.elapsed());
+            samples.push((due, due.elapsed()));
         }
-        lat
+        samples
     });
     let payload = Bytes::from(vec![0x3C; record]);
     let interval = Duration::from_secs_f64(record as f64 / offered);
     let start = Instant::now();
     let mut due = start;
     let mut sent = 0usize;
-    while due.duration_since(start) < part_time() {
+    while due.duration_since(start) < paced_time() {
         // Sleep rather than spin (the machine may have two cores): appends that fall due
         // during a sleep go out together after it, and their latency counts the wait.
         let now = Instant::now();
@@ -350,8 +380,13 @@ fn paced_on(wal: BlockWal, record: usize, offered: f64) -> Paced {
         due += interval;
     }
     drop(tx);
-    let mut lat = waiter.join().unwrap();
+    let samples = waiter.join().unwrap();
     let secs = start.elapsed().as_secs_f64();
+    let attribution = probe.map(|p| Attribution::of(&samples, &p.finish()));
+    let disk = disk_before
+        .zip(file.and_then(DiskStats::of))
+        .map(|(before, after)| after.since(&before, samples.len()));
+    let mut lat: Vec<Duration> = samples.into_iter().map(|(_, l)| l).collect();
     let (cpu_after, wait_after, switches_after) = threads_usage("block-wal");
     let process_after = threads_usage("").0;
     stop.store(true, Ordering::Relaxed);
@@ -367,6 +402,8 @@ fn paced_on(wal: BlockWal, record: usize, offered: f64) -> Paced {
         wait_per_append: wait_after.saturating_sub(wait_before) / sent_u32,
         switches_per_append: (switches_after - switches_before) as f64 / sent.max(1) as f64,
         process_cpu_per_append: process_after.saturating_sub(process_before) / sent_u32,
+        attribution,
+        disk,
     }
 }
 
@@ -533,7 +570,7 @@ fn memory_paced_part() {
     for record in [1 << 10, 4 << 10, 64 << 10] {
         let dev = Arc::new(MemDevice::new(FILE_BYTES as usize));
         let wal = BlockWal::open_device(dev, 1, 1, wal_options(Durability::Dsync)).unwrap();
-        let p = paced_on(wal, record, 100e6);
+        let p = paced_on(wal, None, record, 100e6);
         println!(
             "memory device paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, p50 {:?}, \
              p99 {:?}, max {:?}; {}",
@@ -555,7 +592,7 @@ fn write_parts(path: &Path) {
     let (raw_p50, raw_p99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
     let header = header_read_latency(path);
     let read_bandwidth = raw_read_bandwidth(path);
-    let paced_raw = raw_paced(path, 100e6);
+    let (paced_raw, paced_raw_stalls) = raw_paced(path, 100e6);
     // The raw writes covered the file (so no write below meets an unwritten extent, as none
     // would on a block device or after a ring's first lap); zero the header slots so the WAL
     // starts fresh. The WAL runs then share the file, each reopening the ring.
@@ -574,8 +611,9 @@ fn write_parts(path: &Path) {
         percentile(&header, 0.99)
     );
     println!(
-        "raw O_DIRECT|O_DSYNC 64 KiB writes paced at 100 MB/s (one at a time): p50 {:?}, p99 \
-         {:?}, max {:?}",
+        "raw O_DIRECT|O_DSYNC 64 KiB writes paced at 100 MB/s (one at a time, {:?}): p50 {:?}, \
+         p99 {:?}, max {:?}; {paced_raw_stalls}",
+        paced_time(),
         percentile(&paced_raw, 0.5),
         percentile(&paced_raw, 0.99),
         paced_raw.last().copied().unwrap_or_default()
@@ -656,6 +694,12 @@ fn write_parts(path: &Path) {
                 percentile(&raw, 0.99),
                 p.costs()
             );
+            if let Some(stalls) = &p.attribution {
+                println!("  {stalls}");
+            }
+            if let Some(disk) = &p.disk {
+                println!("  {disk}");
+            }
         }
     }
 }
