@@ -11,11 +11,14 @@
 //! - the WAL: appends of 1 KiB and 64 KiB records by 1 and by 256 appender threads (each with
 //!   one append in flight), for both durability modes (`O_DSYNC` and `fdatasync`), while a
 //!   trimmer keeps the ring from filling; throughput, p50 and p99;
-//! - paced load: appends offered at a fixed 100 MB/s (open loop: latency counts from when an
-//!   append was due, so a stall cannot hide the appends it delayed), p50, p99 and max, after
-//!   raw 64 KiB `O_DIRECT | O_DSYNC` writes paced the same way (the floor);
-//! - paced load also for 1 KiB and 4 KiB records, each run after a pass of raw 4 KiB
-//!   `O_DIRECT | O_DSYNC` writes whose p50 and p99 print beside it;
+//! - paced load: appends offered at a fixed 100 MB/s for 10 s (open loop: latency counts from
+//!   when an append was due, so a stall cannot hide the appends it delayed), p50, p99 and max,
+//!   after raw 64 KiB `O_DIRECT | O_DSYNC` writes paced the same way (the floor); for 1, 4 and
+//!   64 KiB records, each run after a pass of raw 4 KiB `O_DIRECT | O_DSYNC` writes whose p50
+//!   and p99 print beside it; without a write budget and with each budget in
+//!   `BLOCK_WAL_BENCH_BUDGET` (default 2000 writes a second). Beside each run a probe
+//!   (module `stalls`) reports the device's pauses and how many late appends waited through
+//!   one, and `/proc/diskstats` what the device served per append;
 //! - replay: 256 MiB of 64 KiB records written once, then in alternating rounds raw `O_DIRECT`
 //!   reads of the same bytes of the same file with the recovery's read size and depth
 //!   ([`RECOVERY_READ_BYTES`], [`RECOVERY_READ_DEPTH`] in flight), and the time to open
@@ -27,8 +30,8 @@
 //! The summary prints each figure and its ratio to the raw ones, and the bandwidth ratio again
 //! from raw and WAL runs in alternating pairs (the median of three), since a shared disk's
 //! bandwidth drifts over a run. A criterion group for one
-//! appender of 1 KiB records follows. Run with `cargo bench --bench block_wal` (about a
-//! minute); under `cargo test --benches` each part runs briefly (replay on 16 MiB).
+//! appender of 1 KiB records follows. Run with `cargo bench --bench block_wal` (about five
+//! minutes); under `cargo test --benches` each part runs briefly (replay on 16 MiB).
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -220,7 +223,22 @@ fn wal_options(durability: Durability) -> BlockWalOptions {
         max_record_bytes: 1 << 20,
         max_batch_bytes: 1 << 20,
         durability,
+        max_writes_per_sec: 0,
     }
+}
+
+/// The write budgets the paced runs try: none, then `BLOCK_WAL_BENCH_BUDGET` writes a second
+/// (comma separated; default 2000, what this kind of virtual disk serves alongside the load's
+/// CPU before its host pauses the machine).
+fn budgets() -> Vec<u32> {
+    let mut budgets = vec![0];
+    let named = std::env::var("BLOCK_WAL_BENCH_BUDGET").unwrap_or_else(|_| "2000".into());
+    budgets.extend(
+        named
+            .split(',')
+            .filter_map(|b| b.trim().parse::<u32>().ok()),
+    );
+    budgets
 }
 
 fn run_wal(path: &Path, durability: Durability, record: usize, appenders: usize) -> Figures {
@@ -337,8 +355,19 @@ fn threads_usage(prefix: &str) -> (Duration, Duration, u64) {
 
 /// Offers `record`-byte appends at `offered` bytes per second from one thread (open loop);
 /// another thread awaits them in order. Latency runs from when each append was due.
-fn run_paced(path: &Path, durability: Durability, record: usize, offered: f64) -> Paced {
-    let wal = BlockWal::open(path, 1, 1, wal_options(durability)).unwrap();
+/// `budget` is the WAL's `max_writes_per_sec`.
+fn run_paced(
+    path: &Path,
+    durability: Durability,
+    budget: u32,
+    record: usize,
+    offered: f64,
+) -> Paced {
+    let options = BlockWalOptions {
+        max_writes_per_sec: budget,
+        ..wal_options(durability)
+    };
+    let wal = BlockWal::open(path, 1, 1, options).unwrap();
     paced_on(wal, Some(path), record, offered)
 }
 
@@ -675,14 +704,21 @@ fn write_parts(path: &Path) {
         if !part("paced") {
             break;
         }
-        for record in [1 << 10, 4 << 10, 64 << 10] {
+        for (budget, record) in budgets()
+            .into_iter()
+            .flat_map(|b| [1 << 10, 4 << 10, 64 << 10].map(|r| (b, r)))
+        {
             let raw = raw_latency(path);
             // Cover the file again, so that the WAL starts fresh with no frame of an earlier
             // run past the blocks the raw pass wrote.
             raw_bandwidth_now(path);
-            let p = run_paced(path, durability, record, 100e6);
+            let p = run_paced(path, durability, budget, record, 100e6);
+            let budget = match budget {
+                0 => "no write budget".to_string(),
+                b => format!("budget {b} writes/s"),
+            };
             println!(
-                "{durability:?} paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, \
+                "{durability:?} {budget}, paced 100 MB/s offered, {:>2} KiB records: {:.1} MB/s done, \
                  p50 {:?}, p99 {:?} (target <= 1 ms), max {:?}; raw 4 KiB O_DSYNC just before: \
                  p50 {:?}, p99 {:?}; {}",
                 record >> 10,

@@ -213,13 +213,18 @@ pub(crate) async fn open_wal(
                 },
                 metrics,
             )?),
-            WalSettings::Block { path, create_bytes } => Arc::new(BlockWal::open_with_metrics(
+            WalSettings::Block {
+                path,
+                create_bytes,
+                max_writes_per_sec,
+            } => Arc::new(BlockWal::open_with_metrics(
                 path,
                 node.0,
                 node_epoch.0,
                 BlockWalOptions {
                     create_bytes,
                     max_record_bytes,
+                    max_writes_per_sec,
                     ..BlockWalOptions::default()
                 },
                 metrics,

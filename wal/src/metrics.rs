@@ -51,6 +51,10 @@ pub const USED_BYTES: &str = "objstream_wal_used_bytes";
 pub const CAPACITY_BYTES: &str = "objstream_wal_capacity_bytes";
 /// Appends that waited because the WAL was full (ring full; PUTs at their in-flight limit).
 pub const FULL_WAITS: &str = "objstream_wal_full_waits_total";
+/// Writes that waited for the write budget before going to the device (block WAL with a
+/// budget of writes a second): while it rises, appends come faster than the budget allows
+/// writes, and they share fewer, larger writes.
+pub const BUDGET_HELD: &str = "objstream_wal_budget_held_writes_total";
 /// Bytes of records found and handed back by replay when the WAL opened.
 pub const REPLAYED_BYTES: &str = "objstream_wal_replayed_bytes_total";
 /// Time to read back the WAL when it opened.
@@ -93,6 +97,11 @@ pub fn describe() {
         FULL_WAITS,
         Unit::Count,
         "Appends that waited because the WAL was full or at its in-flight limit"
+    );
+    describe_counter!(
+        BUDGET_HELD,
+        Unit::Count,
+        "WAL writes that waited for the write budget (writes a second) before going to the device"
     );
     describe_counter!(
         REPLAYED_BYTES,
@@ -138,6 +147,7 @@ pub struct WalMetrics {
     used: Gauge,
     capacity: Gauge,
     full_waits: Counter,
+    budget_held: Counter,
     replayed_bytes: Counter,
     replay_duration: Histogram,
 }
@@ -170,6 +180,12 @@ impl WalMetrics {
             used: optional(used, USED_BYTES),
             capacity: optional(capacity, CAPACITY_BYTES),
             full_waits: counter!(FULL_WAITS, LABEL_WAL => backend),
+            // Only the block WAL has a write budget; the others leave the series out.
+            budget_held: if backend == "block" {
+                counter!(BUDGET_HELD, LABEL_WAL => backend)
+            } else {
+                Counter::noop()
+            },
             replayed_bytes: counter!(REPLAYED_BYTES, LABEL_WAL => backend),
             replay_duration: histogram!(REPLAY_DURATION, LABEL_WAL => backend),
         }
@@ -207,6 +223,11 @@ impl WalMetrics {
     /// Counts one append that had to wait because the WAL was full.
     pub fn full_wait(&self) {
         self.full_waits.increment(1);
+    }
+
+    /// Counts one write that waited for the write budget.
+    pub fn budget_held(&self) {
+        self.budget_held.increment(1);
     }
 
     /// Records the replay at open: `bytes` of records read back in `duration`.

@@ -40,6 +40,7 @@ fn options(create: bool) -> BlockWalOptions {
         max_record_bytes: 64 << 10,
         max_batch_bytes: 256 << 10,
         durability: Durability::Fdatasync,
+        max_writes_per_sec: 0,
     }
 }
 

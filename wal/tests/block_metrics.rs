@@ -24,6 +24,7 @@ fn options() -> BlockWalOptions {
         max_record_bytes: 16 << 10,
         max_batch_bytes: 32 << 10,
         durability: Durability::Fdatasync,
+        max_writes_per_sec: 0,
     }
 }
 
@@ -135,4 +136,31 @@ fn appends_that_wait_for_a_trim_count_as_full_waits() {
     });
     let values = block_values(&snapshotter);
     assert_eq!(counter(&values, m::FULL_WAITS), 2);
+}
+
+#[test]
+fn writes_held_by_the_budget_are_counted_once_each() {
+    let dev = MemDevice::new((HEADER_AREA + RING) as usize);
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let wal = BlockWal::open_device(
+            Arc::new(dev.clone()),
+            1,
+            1,
+            BlockWalOptions {
+                max_writes_per_sec: 20,
+                ..options()
+            },
+        )
+        .unwrap();
+        // One record at a time: the first four writes are the burst, the next two each wait
+        // about 50 ms for the budget.
+        for i in 0..6u8 {
+            block_on(wal.append(Bytes::from(vec![i; 100]))).unwrap();
+        }
+    });
+    let values = block_values(&snapshotter);
+    assert_eq!(counter(&values, m::BUDGET_HELD), 2);
+    assert_eq!(samples(&values, m::WRITE_RECORDS).len(), 6);
 }

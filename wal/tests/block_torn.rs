@@ -47,6 +47,7 @@ fn options() -> BlockWalOptions {
         max_record_bytes: 32 << 10,
         max_batch_bytes: 32 << 10,
         durability: Durability::Fdatasync,
+        max_writes_per_sec: 0,
     }
 }
 

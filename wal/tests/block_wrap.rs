@@ -22,6 +22,7 @@ fn options() -> BlockWalOptions {
         max_record_bytes: 4000,
         max_batch_bytes: 8 << 10,
         durability: Durability::Fdatasync,
+        max_writes_per_sec: 0,
     }
 }
 

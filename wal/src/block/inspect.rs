@@ -380,6 +380,7 @@ mod tests {
             max_record_bytes: 16 << 10,
             max_batch_bytes: 16 << 10,
             durability: Durability::Fdatasync,
+            max_writes_per_sec: 0,
         }
     }
 

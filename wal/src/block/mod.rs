@@ -16,6 +16,8 @@
 //! - The writer (module `writer`) is the group commit: a sequencer thread that forms batches
 //!   and persists trims, and I/O threads that keep up to four writes in flight, each made
 //!   durable and checked against the header before it is acknowledged, in order.
+//!   With a write budget ([`BlockWalOptions::max_writes_per_sec`], module `budget`) a write
+//!   that would exceed it waits, and appends arriving meanwhile join it.
 //! - Recovery (module `ring`) runs in [`BlockWal::open_device`], after the new header is written.
 //! - The device seam (module `device`) is a small trait with an `O_DIRECT` implementation and an
 //!   in-memory one that can crash mid-write; [`CrashingDevice`] (module `crashing`) makes any
@@ -98,6 +100,7 @@
 //! opens of one device: recovery uses them, with the four writes in flight, to bound how far it
 //! looks past a torn tail.
 
+mod budget;
 mod crashing;
 mod device;
 mod header;
@@ -120,6 +123,7 @@ use tokio::sync::oneshot;
 use crate::frame;
 use crate::metrics::WalMetrics;
 use crate::{Wal, WalError, WalErrorKind, WalFuture, WalPosition, WalRecord, WalResult};
+use budget::WriteBudget;
 pub use crashing::CrashingDevice;
 pub use device::{AlignedBuf, BlockDevice, BufferPool, DirectFile, MemDevice, BLOCK, SECTOR};
 use header::Slots;
@@ -150,6 +154,19 @@ pub struct BlockWalOptions {
     pub max_batch_bytes: usize,
     /// How writes are made durable. Default [`Durability::Dsync`].
     pub durability: Durability,
+    /// The most writes a second the WAL sends to the device; 0 (the default) for no limit.
+    ///
+    /// Each write is one `pwrite` of a group commit, its sync, and the 8 KiB header read of
+    /// the ownership check. A volume serves a bounded number of operations a second (EBS gp3:
+    /// 3 000 at baseline, counting reads and writes alike); past it the device queues or
+    /// stalls every write, so more, smaller writes make appends slower, not faster. With a
+    /// budget, a write that would exceed it waits (up to one interval, `1 s / budget`) and
+    /// the appends arriving meanwhile join it; four writes may go back to back after an idle
+    /// spell, and a write that already holds `max_batch_bytes` never waits. Under light load
+    /// nothing changes. Set it to what the volume allows for this WAL, halved for the header
+    /// reads (1 200 leaves a gp3 volume's baseline some room). Writes that waited are counted
+    /// by `objstream_wal_budget_held_writes_total`.
+    pub max_writes_per_sec: u32,
 }
 
 impl Default for BlockWalOptions {
@@ -159,6 +176,7 @@ impl Default for BlockWalOptions {
             max_record_bytes: 1 << 20,
             max_batch_bytes: 1 << 20,
             durability: Durability::Dsync,
+            max_writes_per_sec: 0,
         }
     }
 }
@@ -438,7 +456,13 @@ impl BlockWal {
             ring,
             max_batch: options.max_batch_bytes as u64,
             pool: BufferPool::new(max_write as usize),
-            queue: Mutex::new(Queue::new(next, mine.trim, recovered.write_starts.into())),
+            queue: Mutex::new(Queue::new(
+                next,
+                mine.trim,
+                recovered.write_starts.into(),
+                WriteBudget::new(options.max_writes_per_sec),
+                options.max_batch_bytes as u64,
+            )),
             wake: Condvar::new(),
             work: Condvar::new(),
             header: Mutex::new(writer::OwnHeaders::new(mine)),

@@ -8,7 +8,9 @@
 //!    takes every append waiting at that moment that fits (the batch limit, the ring's end, the
 //!    trimmed space), gives each its position in queue order, encodes their frames into one pooled
 //!    aligned buffer and hands it to the I/O threads as a [`Job`]. It does not wait for the write:
-//!    the next batch forms while earlier ones are being written and synced.
+//!    the next batch forms while earlier ones are being written and synced. With a write
+//!    budget, a write that would exceed it waits first (unless it already fills a batch), and
+//!    appends arriving meanwhile join it (module `budget`).
 //! 2. An *I/O* thread ([`io_thread`], one per write in flight) writes the job with one `pwrite`
 //!    (after a padding marker, written and synced first, when the batch starts a new lap),
 //!    makes it durable (`O_DSYNC`, or its own `fdatasync`), then reads both header slots and
@@ -40,6 +42,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::budget::WriteBudget;
 use super::device::{AlignedBuf, BLOCK};
 use super::header::{self, Header, Slots};
 use super::ring::{self, align_up};
@@ -131,6 +134,12 @@ pub(super) struct Queue {
     /// Set while the first waiting append does not fit the trimmed space: appends queued
     /// meanwhile count as waits for a full ring.
     pub full: bool,
+    /// How many writes a second may reach the device.
+    pub budget: WriteBudget,
+    /// A write of this many bytes of frames goes whatever the budget says (it cannot grow).
+    pub max_batch: u64,
+    /// Set while the next write waits for the budget.
+    pub held: bool,
     /// The latched error.
     pub failed: Option<WalError>,
     /// Set when the WAL is dropped: write what is pending and stop.
@@ -141,7 +150,13 @@ pub(super) struct Queue {
 
 impl Queue {
     /// A queue for a log whose acknowledged end is `next`.
-    pub fn new(next: u64, trim: u64, write_starts: VecDeque<u64>) -> Queue {
+    pub fn new(
+        next: u64,
+        trim: u64,
+        write_starts: VecDeque<u64>,
+        budget: WriteBudget,
+        max_batch: u64,
+    ) -> Queue {
         Queue {
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -155,6 +170,9 @@ impl Queue {
             jobs: VecDeque::new(),
             next_job: 0,
             full: false,
+            budget,
+            max_batch,
+            held: false,
             failed: None,
             closed: false,
             stop: false,
@@ -162,12 +180,15 @@ impl Queue {
     }
 
     /// Queues an append; returns whether the sequencer may have to be woken for it: it
-    /// makes a write issuable that was not (see [`Queue::may_issue`]).
+    /// makes a write issuable that was not (see [`Queue::may_issue`]), or fills a batch that
+    /// waits for the budget (which then goes at once).
     pub fn push(&mut self, pending: Pending) -> bool {
         let before = self.may_issue();
+        let filled = self.pending_bytes >= self.max_batch;
         self.pending_bytes += frame::frame_len(pending.record.len()) as u64;
         self.pending.push_back(pending);
-        !before && self.may_issue()
+        (!before && self.may_issue())
+            || (self.budget.limited() && !filled && self.pending_bytes >= self.max_batch)
     }
 
     /// Whether a write of the waiting appends may be issued now, space permitting: when none
@@ -176,6 +197,15 @@ impl Queue {
         !self.pending.is_empty()
             && (self.inflight.is_empty()
                 || (self.inflight.len() < WRITES_IN_FLIGHT && self.pending_bytes >= OVERLAP_BYTES))
+    }
+
+    /// When a write that [`Queue::may_issue`] allows must wait for the budget: until then.
+    /// A full batch never waits.
+    fn held_until(&self) -> Option<Instant> {
+        if !self.budget.limited() || self.pending_bytes >= self.max_batch {
+            return None;
+        }
+        self.budget.wait_until(Instant::now())
     }
 
     fn fail_waiting(&mut self, err: &WalError) {
@@ -227,7 +257,14 @@ pub(super) fn run(shared: Arc<Shared>) {
                 if align_up(start + len) <= q.trim + shared.ring.size {
                     q.full = false;
                     if q.may_issue() {
-                        break Turn::Write;
+                        match q.held_until() {
+                            Some(until) => {
+                                q.held = true;
+                                shared.wake.wait_until(&mut q, until);
+                                continue;
+                            }
+                            None => break Turn::Write,
+                        }
                     }
                 } else if !q.full {
                     q.full = true;
@@ -350,6 +387,12 @@ fn take_batch(shared: &Shared, q: &mut Queue, scratch: &mut Vec<u8>) -> WalResul
     buf[scratch.len()..len].fill(0);
     let id = q.next_job;
     q.next_job += 1;
+    if q.budget.limited() {
+        q.budget.spend(Instant::now());
+        if std::mem::take(&mut q.held) {
+            shared.metrics.budget_held();
+        }
+    }
     q.issued = align_up(pos);
     shared.metrics.used(q.issued - q.trim);
     let records = appends.len() as u64;
