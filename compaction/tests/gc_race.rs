@@ -23,6 +23,7 @@ use objstream::manifest::{ManifestState, MetaStore, ObjectStoreMetaStore, Writer
 use objstream::testing::{CallFilter, FaultyObjectStore, Gate, OpKind};
 use objstream::{
     Components, NodeId, ObjectId, Offset, RecordBatch, Settings, Store, StoredBatch, Stream,
+    WalSettings,
 };
 use objstream_compaction::{Compactor, CompactorComponents, CompactorSettings, ManualClock};
 use tokio::task::JoinHandle;
@@ -140,23 +141,7 @@ impl HeldCommit {
         append(&streams[1], 0, 5).await;
         writer.flush().await.unwrap();
 
-        let clock = Arc::new(ManualClock::new(wall_clock_ms()));
-        let compactor_objects = Arc::new(FaultyObjectStore::new(objects.clone()));
-        let compactor = Compactor::open(
-            compactor_settings(),
-            CompactorComponents::new(
-                compactor_objects.clone() as Arc<dyn ObjectStore>,
-                PREFIX,
-                NodeId(1_000),
-            )
-            .with_clock(clock.clone()),
-        )
-        .await
-        .unwrap();
-        let observer =
-            ObjectStoreMetaStore::open(objects.clone(), PREFIX.into(), WriterToken(7), 1_000)
-                .await
-                .unwrap();
+        let (compactor_objects, compactor, clock, observer) = collector(&objects).await;
 
         // The store's next manifest write — the commit — is held; its objects land.
         let commit_gate = manifest_gate(&faulty);
@@ -167,12 +152,7 @@ impl HeldCommit {
             async move { writer.flush().await }
         });
         commit_gate.wait_for_arrival().await;
-        let state = observer.refresh().await.unwrap();
-        let held: Vec<ObjectId> = listed(&objects)
-            .await
-            .into_iter()
-            .filter(|id| state.object(*id).is_none())
-            .collect();
+        let held = uncommitted(&observer, &objects).await;
         assert_eq!(
             held.len(),
             2,
@@ -195,15 +175,8 @@ impl HeldCommit {
 
     /// Every object the manifest references exists, and the streams end where they should.
     async fn check_manifest(&self) -> Arc<ManifestState> {
+        check_references(&self.observer, &self.objects).await;
         let state = self.observer.refresh().await.unwrap();
-        let listed = listed(&self.objects).await;
-        for object in state.objects() {
-            assert!(
-                listed.contains(&object.id),
-                "the manifest references {}, which is gone",
-                object.id
-            );
-        }
         for (stream, end) in self.streams.iter().zip(ENDS) {
             assert_eq!(state.stream(stream.id()).unwrap().end, Offset(end));
         }
@@ -216,21 +189,87 @@ impl HeldCommit {
             stream.close().await.unwrap();
         }
         self.writer.shutdown().await.unwrap();
-        let reader = Store::open(
-            node_settings(self._dir.path(), 2),
-            Components::new(self.objects.clone(), PREFIX),
+        let ids: Vec<_> = self.streams.iter().map(|s| s.id()).collect();
+        read_back_on_a_new_node(self._dir.path(), &self.objects, &ids).await;
+    }
+}
+
+/// A compactor on its own clock (so a test moves it past the grace), through a store whose
+/// manifest writes a test may hold, and an observer of the manifest.
+async fn collector(
+    objects: &Arc<dyn ObjectStore>,
+) -> (
+    Arc<FaultyObjectStore>,
+    Compactor,
+    Arc<ManualClock>,
+    ObjectStoreMetaStore,
+) {
+    let clock = Arc::new(ManualClock::new(wall_clock_ms()));
+    let compactor_objects = Arc::new(FaultyObjectStore::new(objects.clone()));
+    let compactor = Compactor::open(
+        compactor_settings(),
+        CompactorComponents::new(
+            compactor_objects.clone() as Arc<dyn ObjectStore>,
+            PREFIX,
+            NodeId(1_000),
         )
+        .with_clock(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let observer =
+        ObjectStoreMetaStore::open(objects.clone(), PREFIX.into(), WriterToken(7), 1_000)
+            .await
+            .unwrap();
+    (compactor_objects, compactor, clock, observer)
+}
+
+/// The objects in the store that the manifest does not reference.
+async fn uncommitted(
+    observer: &ObjectStoreMetaStore,
+    objects: &Arc<dyn ObjectStore>,
+) -> Vec<ObjectId> {
+    let state = observer.refresh().await.unwrap();
+    listed(objects)
         .await
-        .unwrap();
-        for (stream, end) in self.streams.iter().zip(ENDS) {
-            let id = stream.id();
-            let stream = reader.open_stream(id).await.unwrap();
-            let got = read_all(&stream, end).await;
-            assert_eq!(got.len() as u64, end, "{id}");
-            for (n, stored) in got.iter().enumerate() {
-                assert_eq!(stored.base_offset, Offset(n as u64), "{id}");
-                assert_eq!(stored.batch, batch(id.0, n as u64), "{id} batch {n}");
-            }
+        .into_iter()
+        .filter(|id| state.object(*id).is_none())
+        .collect()
+}
+
+/// Every object the manifest references exists.
+async fn check_references(observer: &ObjectStoreMetaStore, objects: &Arc<dyn ObjectStore>) {
+    let state = observer.refresh().await.unwrap();
+    let listed = listed(objects).await;
+    for object in state.objects() {
+        assert!(
+            listed.contains(&object.id),
+            "the manifest references {}, which is gone",
+            object.id
+        );
+    }
+}
+
+/// Reads `streams` back on a fresh node from objects alone: every batch up to its end in
+/// `ENDS`, byte for byte.
+async fn read_back_on_a_new_node(
+    dir: &std::path::Path,
+    objects: &Arc<dyn ObjectStore>,
+    streams: &[objstream::StreamId],
+) {
+    let reader = Store::open(
+        node_settings(dir, 9),
+        Components::new(objects.clone(), PREFIX),
+    )
+    .await
+    .unwrap();
+    for (&id, end) in streams.iter().zip(ENDS) {
+        let stream = reader.open_stream(id).await.unwrap();
+        let got = read_all(&stream, end).await;
+        assert_eq!(got.len() as u64, end, "{id}");
+        for (n, stored) in got.iter().enumerate() {
+            assert_eq!(stored.base_offset, Offset(n as u64), "{id}");
+            assert_eq!(stored.batch, batch(id.0, n as u64), "{id} batch {n}");
         }
     }
 }
@@ -309,4 +348,93 @@ async fn a_commit_that_lands_before_the_collection_keeps_its_objects() {
     t.compactor.run_pass().await.unwrap();
     t.check_manifest().await;
     t.check_reads_from_objects().await;
+}
+
+/// A takeover held up the same way: node 1 dies with its acknowledged batches only in its
+/// object WAL; node 2 recovers it, and the recovered objects land but their commit is held
+/// past the grace, so the collector takes them. The recovery is refused for the collected ids,
+/// uploads the same batches again under fresh ids, and finishes: every batch node 1
+/// acknowledged reads back from objects alone, and the manifest references no deleted object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_whose_commit_is_held_past_the_grace_uploads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let failed = Store::open(
+        Settings {
+            wal: WalSettings::object(None),
+            ..node_settings(dir.path(), 1)
+        },
+        Components::new(objects.clone(), PREFIX),
+    )
+    .await
+    .unwrap();
+    let streams = [
+        failed.create_stream().await.unwrap(),
+        failed.create_stream().await.unwrap(),
+    ];
+    append(&streams[0], 0, ENDS[0]).await;
+    append(&streams[1], 0, ENDS[1]).await;
+    let (_, compactor, clock, observer) = collector(&objects).await;
+
+    let faulty = Arc::new(FaultyObjectStore::new(objects.clone()));
+    let recoverer = Store::open(
+        node_settings(dir.path(), 2),
+        Components::new(faulty.clone() as Arc<dyn ObjectStore>, PREFIX),
+    )
+    .await
+    .unwrap();
+    // The recovered objects' PUTs are held until the manifest gate is in place, so that the
+    // commit after them (and not the fence or the id allocation before) is what it holds.
+    let data_gate = faulty.gate_matching(CallFilter {
+        op: Some(OpKind::Put),
+        prefix: Some(format!("{PREFIX}/objects/")),
+    });
+    let recovery = tokio::spawn({
+        let recoverer = recoverer.clone();
+        async move {
+            recoverer
+                .recover_node_from(NodeId(1), &WalSettings::object(None))
+                .await
+        }
+    });
+    data_gate.wait_for_arrival().await;
+    let commit_gate = manifest_gate(&faulty);
+    data_gate.open();
+    commit_gate.wait_for_arrival().await;
+    let held = uncommitted(&observer, &objects).await;
+    assert_eq!(
+        held.len(),
+        2,
+        "a stream object and a stream set object: {held:?}"
+    );
+
+    compactor.run_pass().await.unwrap();
+    clock.advance(GRACE_MS + 60_000);
+    let report = compactor.run_pass().await.unwrap();
+    assert_eq!(report.gc.collected, held.len(), "{report:?}");
+    assert!(!recovery.is_finished(), "the commit is still held");
+
+    commit_gate.open();
+    let report = recovery
+        .await
+        .unwrap()
+        .expect("the recovery succeeds after uploading again");
+    assert_eq!(report.batches_recovered as u64, ENDS[0] + ENDS[1]);
+    assert_eq!(report.objects_written, 2);
+    check_references(&observer, &objects).await;
+    let state = observer.refresh().await.unwrap();
+    for id in &held {
+        assert!(
+            state.object(*id).is_none() && state.is_collected(*id),
+            "{id}"
+        );
+    }
+    // The failed node, if it still runs, is fenced.
+    let err = streams[0].append(batch(0, ENDS[0])).await.unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    clock.advance(GRACE_MS + 1);
+    compactor.run_pass().await.unwrap();
+    check_references(&observer, &objects).await;
+    let ids: Vec<_> = streams.iter().map(|s| s.id()).collect();
+    read_back_on_a_new_node(dir.path(), &objects, &ids).await;
 }

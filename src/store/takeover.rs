@@ -25,7 +25,7 @@ use super::{Store, StoreInner};
 use crate::error::{Error, Result};
 use crate::manifest::{Change, NodeMeta, Outcome, StreamStatus};
 use crate::types::{NodeId, RecordBatch, StreamId};
-use crate::upload::{build, put_object};
+use crate::upload::{build, encode, put_objects};
 
 /// What [`Store::recover_node`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,7 +55,9 @@ impl Store {
     ///
     /// Safe to run again after a crash part way: what is committed already is skipped. If two
     /// nodes recover the same node at once, one may fail with a conflict (`ErrorKind::Retry`);
-    /// running it again then finds the work done.
+    /// running it again then finds the work done. A commit held up so long that the collector
+    /// took its objects as orphans meanwhile is refused and the recovered batches are uploaded
+    /// again under fresh ids, as the upload pipeline does.
     pub async fn recover_node(&self, failed: NodeId, wal: Arc<dyn Wal>) -> Result<NodeRecovery> {
         recover(&self.inner, failed, wal, Instant::now()).await
     }
@@ -194,46 +196,7 @@ async fn recover(
         open.get(&s).map(|(epoch, _)| *epoch)
     });
     if !plan.groups.is_empty() {
-        let committed = inner
-            .meta
-            .commit(Change::AllocateObjectIds {
-                node: inner.node,
-                node_epoch: inner.node_epoch,
-                count: plan.groups.len() as u64,
-            })
-            .await?;
-        let Outcome::ObjectIds(ids) = committed.outcome else {
-            return Err(Error::internal("allocating object ids returned no ids"));
-        };
-        let (block_bytes, compression) = (inner.settings.block_bytes, inner.settings.compression);
-        let built = tokio::task::spawn_blocking(move || {
-            plan.groups
-                .iter()
-                .zip(ids)
-                .map(|((kind, parts), id)| {
-                    build::build(crate::ObjectId(id), *kind, parts, block_bytes, compression)
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|e| Error::internal(format!("object encoding panicked: {e}")))??;
-        let puts = built
-            .iter()
-            .map(|b| put_object(&inner.objects, &inner.prefix, b.meta.id, b.bytes.clone()));
-        futures::future::try_join_all(puts).await?;
-        for b in &built {
-            inner.metrics.object_uploaded(b.meta.kind, b.bytes.len());
-        }
-        report.objects_written = built.len();
-        inner
-            .meta
-            .commit(Change::CommitObjects {
-                node: inner.node,
-                node_epoch: inner.node_epoch,
-                objects: built.into_iter().map(|b| b.meta).collect(),
-                wal_floor: None,
-            })
-            .await?;
+        report.objects_written = upload_recovered(inner, Arc::new(plan)).await?;
     }
     let mut closed: Vec<StreamId> = owned.keys().copied().collect();
     closed.sort();
@@ -269,4 +232,48 @@ async fn recover(
         "node recovered"
     );
     Ok(report)
+}
+
+/// Uploads the recovered groups as objects of this node and commits them; returns how many
+/// objects were committed. A commit refused because the collector took its ids meanwhile (the
+/// commit was held up past the collector's grace: see `crate::upload`) is not the end: the
+/// groups are still here, so they are encoded again under fresh ids and uploaded, as the
+/// upload pipeline does with a seal.
+async fn upload_recovered(inner: &StoreInner, plan: Arc<build::Plan>) -> Result<usize> {
+    loop {
+        let committed = inner
+            .meta
+            .commit(Change::AllocateObjectIds {
+                node: inner.node,
+                node_epoch: inner.node_epoch,
+                count: plan.groups.len() as u64,
+            })
+            .await?;
+        let Outcome::ObjectIds(ids) = committed.outcome else {
+            return Err(Error::internal("allocating object ids returned no ids"));
+        };
+        let built = encode(plan.clone(), ids.start, &inner.settings).await?;
+        put_objects(&inner.objects, &inner.prefix, &built).await?;
+        for b in &built {
+            inner.metrics.object_uploaded(b.meta.kind, b.bytes.len());
+        }
+        let objects: Vec<_> = built.into_iter().map(|b| b.meta).collect();
+        let change = Change::CommitObjects {
+            node: inner.node,
+            node_epoch: inner.node_epoch,
+            objects: objects.clone(),
+            wal_floor: None,
+        };
+        match inner.meta.commit(change).await {
+            Ok(_) => return Ok(objects.len()),
+            Err(e) if crate::upload::collected(inner, &objects, &e).await? => {
+                tracing::warn!(
+                    error = %e,
+                    "the collector took the recovered objects' ids while their commit was held up; uploading them again"
+                );
+                inner.metrics.reuploads.increment(1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -218,10 +218,7 @@ async fn start_upload(
         let built = encode(plan.clone(), first_id, &settings).await?;
         // Uploads share the object-store bandwidth budget with reads and go first.
         reader.charge_upload(built.iter().map(|b| b.bytes.len() as u64).sum());
-        let puts = built
-            .iter()
-            .map(|b| put_object(&objects, &prefix, b.meta.id, b.bytes.clone()));
-        futures::future::try_join_all(puts).await?;
+        put_objects(&objects, &prefix, &built).await?;
         if let Some(store) = weak.upgrade() {
             store.metrics.upload_duration.record(started.elapsed());
             for b in &built {
@@ -240,7 +237,7 @@ async fn start_upload(
 }
 
 /// Encodes the plan's groups as objects `first_id`, `first_id + 1`, …, on a blocking thread.
-async fn encode(
+pub(crate) async fn encode(
     plan: Arc<build::Plan>,
     first_id: u64,
     settings: &crate::settings::Settings,
@@ -263,6 +260,19 @@ async fn encode(
     })
     .await
     .map_err(|e| Error::internal(format!("object encoding panicked: {e}")))?
+}
+
+/// Stores encoded objects, every PUT at once (each retried by [`put_object`]).
+pub(crate) async fn put_objects(
+    objects: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    built: &[build::BuiltObject],
+) -> Result<()> {
+    let puts = built
+        .iter()
+        .map(|b| put_object(objects, prefix, b.meta.id, b.bytes.clone()));
+    futures::future::try_join_all(puts).await?;
+    Ok(())
 }
 
 async fn take_ids(store: &StoreInner, ids: &mut IdPool, count: u64) -> Result<u64> {
@@ -408,7 +418,11 @@ async fn commit_change(store: &StoreInner, uploaded: &Uploaded, change: Change) 
 
 /// True when `refusal` refused a commit of `objects` because the collector collected one of
 /// their ids (manifest rule 10), as the refreshed manifest shows.
-async fn collected(store: &StoreInner, objects: &[ObjectMeta], refusal: &Error) -> Result<bool> {
+pub(crate) async fn collected(
+    store: &StoreInner,
+    objects: &[ObjectMeta],
+    refusal: &Error,
+) -> Result<bool> {
     if objects.is_empty() || !matches!(refusal.detail(), ErrorDetail::Conflict(_)) {
         return Ok(false);
     }
@@ -424,10 +438,7 @@ async fn reupload(store: &StoreInner, ids: &mut IdPool, uploaded: &mut Uploaded)
     store
         .reader
         .charge_upload(built.iter().map(|b| b.bytes.len() as u64).sum());
-    let puts = built
-        .iter()
-        .map(|b| put_object(&store.objects, &store.prefix, b.meta.id, b.bytes.clone()));
-    futures::future::try_join_all(puts).await?;
+    put_objects(&store.objects, &store.prefix, &built).await?;
     for b in &built {
         store.metrics.object_uploaded(b.meta.kind, b.bytes.len());
     }
