@@ -254,6 +254,35 @@ fn appends_uploads_commits_and_fetches_move_their_metrics() {
 }
 
 #[test]
+fn a_store_passes_the_block_wals_write_budget_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = WalSettings::Block {
+        path: dir.path().join("wal.ring"),
+        create_bytes: Some(16 << 20),
+        max_writes_per_sec: 50,
+    };
+    let seen = with_recorder(|| async move {
+        let objects: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store = Store::open(settings(1, wal), Components::new(objects, "metrics"))
+            .await
+            .unwrap();
+        let stream = store.create_stream().await.unwrap();
+        // One at a time: past the budget's burst of four, each write waits for it.
+        for n in 0..8 {
+            stream.append(batch(n)).await.unwrap();
+        }
+        store.shutdown().await.unwrap();
+    });
+    let block = [(wal_metrics::LABEL_WAL, "block")];
+    let held = seen.counter(wal_metrics::BUDGET_HELD, &block);
+    let writes = seen.samples(wal_metrics::WRITE_BYTES, &block) as u64;
+    assert!(
+        held >= 1 && held <= writes,
+        "{held} of {writes} writes held"
+    );
+}
+
+#[test]
 fn a_store_on_a_block_wal_reports_the_wals_series_to_its_recorder() {
     let dir = tempfile::tempdir().unwrap();
     let wal = WalSettings::block(dir.path().join("wal.ring"), Some(16 << 20));
