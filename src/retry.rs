@@ -64,7 +64,16 @@ pub(crate) fn is_transient(e: &Error) -> bool {
 pub async fn read_body(got: GetResult) -> object_store::Result<Bytes> {
     let expected = got.range.end - got.range.start;
     let location = got.meta.location.to_string();
-    let bytes = got.bytes().await?;
+    whole_body(&location, expected, got.bytes().await?)
+}
+
+/// `bytes`, the body of a GET of `location` whose response claimed `expected` bytes, or the
+/// transient error of a transfer cut short when it holds another number.
+pub(crate) fn whole_body(
+    location: &str,
+    expected: u64,
+    bytes: Bytes,
+) -> object_store::Result<Bytes> {
     if bytes.len() as u64 != expected {
         return Err(object_store::Error::Generic {
             store: "objstream",

@@ -63,7 +63,7 @@ use super::stats::{Counters, ReadStats};
 use crate::error::{Error, Result};
 use crate::format::{self, IndexEntry, ObjectIndex, TailDecode, BLOCK_HEADER_LEN, INDEX_ENTRY_LEN};
 use crate::keys;
-use crate::retry::{read_body, retry_transient, Backoff};
+use crate::retry::{read_body, retry_transient, whole_body, Backoff};
 use crate::settings::Settings;
 use crate::types::{ObjectId, Offset, StoredBatch, StreamId};
 
@@ -516,17 +516,7 @@ async fn receive_body(buffers: &BufferPool, got: GetResult) -> object_store::Res
     let location = got.meta.location.to_string();
     let len = usize::try_from(expected).unwrap_or(usize::MAX);
     let bytes = buffers.receive(len, got.into_stream()).await?;
-    if bytes.len() as u64 != expected {
-        return Err(object_store::Error::Generic {
-            store: "objstream",
-            source: format!(
-                "a read of {location} returned {} of {expected} bytes: the response was cut short",
-                bytes.len()
-            )
-            .into(),
-        });
-    }
-    Ok(bytes)
+    whole_body(&location, expected, bytes)
 }
 
 /// The bytes of `wanted` out of `bytes`, the result of a GET of `got`.
