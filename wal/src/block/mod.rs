@@ -461,7 +461,6 @@ impl BlockWal {
                 mine.trim,
                 recovered.write_starts.into(),
                 WriteBudget::new(options.max_writes_per_sec),
-                options.max_batch_bytes as u64,
             )),
             wake: Condvar::new(),
             work: Condvar::new(),
@@ -557,7 +556,7 @@ impl Wal for BlockWal {
             }
             // The sequencer only needs waking when this append makes a write issuable; else
             // a retired write or a trim wakes it.
-            q.push(Pending { record, done: tx })
+            q.push(Pending { record, done: tx }, self.shared.max_batch)
         };
         if wake {
             self.shared.wake.notify_all();

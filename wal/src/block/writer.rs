@@ -136,8 +136,6 @@ pub(super) struct Queue {
     pub full: bool,
     /// How many writes a second may reach the device.
     pub budget: WriteBudget,
-    /// A write of this many bytes of frames goes whatever the budget says (it cannot grow).
-    pub max_batch: u64,
     /// Set while the next write waits for the budget.
     pub held: bool,
     /// The latched error.
@@ -150,13 +148,7 @@ pub(super) struct Queue {
 
 impl Queue {
     /// A queue for a log whose acknowledged end is `next`.
-    pub fn new(
-        next: u64,
-        trim: u64,
-        write_starts: VecDeque<u64>,
-        budget: WriteBudget,
-        max_batch: u64,
-    ) -> Queue {
+    pub fn new(next: u64, trim: u64, write_starts: VecDeque<u64>, budget: WriteBudget) -> Queue {
         Queue {
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -171,7 +163,6 @@ impl Queue {
             next_job: 0,
             full: false,
             budget,
-            max_batch,
             held: false,
             failed: None,
             closed: false,
@@ -180,15 +171,15 @@ impl Queue {
     }
 
     /// Queues an append; returns whether the sequencer may have to be woken for it: it
-    /// makes a write issuable that was not (see [`Queue::may_issue`]), or fills a batch that
-    /// waits for the budget (which then goes at once).
-    pub fn push(&mut self, pending: Pending) -> bool {
+    /// makes a write issuable that was not (see [`Queue::may_issue`]), or fills a batch of
+    /// `max_batch` bytes that waits for the budget (which then goes at once).
+    pub fn push(&mut self, pending: Pending, max_batch: u64) -> bool {
         let before = self.may_issue();
-        let filled = self.pending_bytes >= self.max_batch;
+        let filled = self.pending_bytes >= max_batch;
         self.pending_bytes += frame::frame_len(pending.record.len()) as u64;
         self.pending.push_back(pending);
         (!before && self.may_issue())
-            || (self.budget.limited() && !filled && self.pending_bytes >= self.max_batch)
+            || (self.budget.limited() && !filled && self.pending_bytes >= max_batch)
     }
 
     /// Whether a write of the waiting appends may be issued now, space permitting: when none
@@ -200,9 +191,9 @@ impl Queue {
     }
 
     /// When a write that [`Queue::may_issue`] allows must wait for the budget: until then.
-    /// A full batch never waits.
-    fn held_until(&self) -> Option<Instant> {
-        if !self.budget.limited() || self.pending_bytes >= self.max_batch {
+    /// A full batch (`max_batch` bytes waiting) never waits: it cannot grow.
+    fn held_until(&self, max_batch: u64) -> Option<Instant> {
+        if !self.budget.limited() || self.pending_bytes >= max_batch {
             return None;
         }
         self.budget.wait_until(Instant::now())
@@ -257,7 +248,7 @@ pub(super) fn run(shared: Arc<Shared>) {
                 if align_up(start + len) <= q.trim + shared.ring.size {
                     q.full = false;
                     if q.may_issue() {
-                        match q.held_until() {
+                        match q.held_until(shared.max_batch) {
                             Some(until) => {
                                 q.held = true;
                                 shared.wake.wait_until(&mut q, until);
