@@ -50,7 +50,7 @@ use objstream_wal::block::{
 use objstream_wal::{BlockWal, BlockWalOptions, Wal};
 
 mod stalls;
-use stalls::{Attribution, DiskStats, Sample, StallProbe};
+use stalls::{Attribution, DeviceWatch, Sample};
 
 const FILE_BYTES: u64 = 256 << 20;
 
@@ -168,31 +168,41 @@ fn raw_paced(path: &Path, offered: f64) -> (Vec<Duration>, Attribution) {
     let file = direct_dsync(path);
     let buf = AlignedBuf::new(64 << 10);
     let interval = Duration::from_secs_f64(buf.len() as f64 / offered);
-    let disk_before = DiskStats::of(path);
-    let probe = StallProbe::start(path);
-    let start = Instant::now();
-    let mut due = start;
+    let watch = DeviceWatch::start(path);
     let mut samples: Vec<Sample> = Vec::new();
     let mut off = 0u64;
+    pace(interval, |due| {
+        file.write_all_at(&buf, 8192 + off % (FILE_BYTES - (1 << 20)))
+            .unwrap();
+        off += buf.len() as u64;
+        samples.push((due, due.elapsed()));
+    });
+    let (attribution, disk) = watch.finish(&samples);
+    if let Some(disk) = disk {
+        println!("raw paced: {disk}");
+    }
+    let mut lat: Vec<Duration> = samples.into_iter().map(|(_, l)| l).collect();
+    lat.sort();
+    (lat, attribution)
+}
+
+/// Calls `send` with each due time, `interval` apart, for [`paced_time`] from now (open
+/// loop), and returns when it started. It sleeps rather than spins (the machine may have two
+/// cores): what fell due during a sleep goes out right after it, and its latency counts the
+/// wait.
+fn pace(interval: Duration, mut send: impl FnMut(Instant)) -> Instant {
+    let start = Instant::now();
+    let mut due = start;
     while due.duration_since(start) < paced_time() {
         let now = Instant::now();
         if now < due {
             std::thread::sleep((due - now).min(Duration::from_micros(200)));
             continue;
         }
-        file.write_all_at(&buf, 8192 + off % (FILE_BYTES - (1 << 20)))
-            .unwrap();
-        off += buf.len() as u64;
-        samples.push((due, due.elapsed()));
+        send(due);
         due += interval;
     }
-    let attribution = Attribution::of(&samples, &probe.finish());
-    if let Some((before, after)) = disk_before.zip(DiskStats::of(path)) {
-        println!("raw paced: {}", after.since(&before, samples.len()));
-    }
-    let mut lat: Vec<Duration> = samples.into_iter().map(|(_, l)| l).collect();
-    lat.sort();
-    (lat, attribution)
+    start
 }
 
 /// 8 KiB `O_DIRECT` reads of the header slots, sorted: the ownership check's cost.
@@ -371,13 +381,10 @@ fn run_paced(
     paced_on(wal, Some(path), record, offered)
 }
 
-/// [`run_paced`] on an open WAL.
-/// With `probe` (the WAL's file) a stall probe runs beside it.
-fn paced_on(wal: BlockWal, probe: Option<&Path>, record: usize, offered: f64) -> Paced {
+/// [`run_paced`] on an open WAL; on a file (`file`), with a [`DeviceWatch`] beside it.
+fn paced_on(wal: BlockWal, file: Option<&Path>, record: usize, offered: f64) -> Paced {
     let wal = Arc::new(wal);
-    let disk_before = probe.and_then(DiskStats::of);
-    let file = probe;
-    let probe = probe.map(StallProbe::start);
+    let watch = file.map(DeviceWatch::start);
     let (cpu_before, wait_before, switches_before) = threads_usage("block-wal");
     let process_before = threads_usage("").0;
     let stop = Arc::new(AtomicBool::new(false));
@@ -393,28 +400,18 @@ fn paced_on(wal: BlockWal, probe: Option<&Path>, record: usize, offered: f64) ->
     });
     let payload = Bytes::from(vec![0x3C; record]);
     let interval = Duration::from_secs_f64(record as f64 / offered);
-    let start = Instant::now();
-    let mut due = start;
     let mut sent = 0usize;
-    while due.duration_since(start) < paced_time() {
-        // Sleep rather than spin (the machine may have two cores): appends that fall due
-        // during a sleep go out together after it, and their latency counts the wait.
-        let now = Instant::now();
-        if now < due {
-            std::thread::sleep((due - now).min(Duration::from_micros(200)));
-            continue;
-        }
+    let start = pace(interval, |due| {
         tx.send((due, wal.append(payload.clone()))).unwrap();
         sent += 1;
-        due += interval;
-    }
+    });
     drop(tx);
     let samples = waiter.join().unwrap();
     let secs = start.elapsed().as_secs_f64();
-    let attribution = probe.map(|p| Attribution::of(&samples, &p.finish()));
-    let disk = disk_before
-        .zip(file.and_then(DiskStats::of))
-        .map(|(before, after)| after.since(&before, samples.len()));
+    let (attribution, disk) = match watch.map(|w| w.finish(&samples)) {
+        Some((a, d)) => (Some(a), d),
+        None => (None, None),
+    };
     let mut lat: Vec<Duration> = samples.into_iter().map(|(_, l)| l).collect();
     let (cpu_after, wait_after, switches_after) = threads_usage("block-wal");
     let process_after = threads_usage("").0;

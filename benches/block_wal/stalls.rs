@@ -9,7 +9,7 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -195,5 +195,34 @@ impl DiskStats {
             (self.flushes - before.flushes) as f64 / n,
             (self.discards - before.discards) as f64 / n,
         )
+    }
+}
+
+/// The stall probe and the device's counters over one run on `path`.
+pub struct DeviceWatch {
+    path: PathBuf,
+    probe: StallProbe,
+    disk: Option<DiskStats>,
+}
+
+impl DeviceWatch {
+    pub fn start(path: &Path) -> DeviceWatch {
+        let disk = DiskStats::of(path);
+        DeviceWatch {
+            path: path.to_path_buf(),
+            probe: StallProbe::start(path),
+            disk,
+        }
+    }
+
+    /// Stops the probe: `samples` split by the stalls it saw, and what the device served per
+    /// sample (when `/proc` tells).
+    pub fn finish(self, samples: &[Sample]) -> (Attribution, Option<String>) {
+        let attribution = Attribution::of(samples, &self.probe.finish());
+        let disk = self
+            .disk
+            .zip(DiskStats::of(&self.path))
+            .map(|(before, after)| after.since(&before, samples.len()));
+        (attribution, disk)
     }
 }
